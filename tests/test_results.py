@@ -136,6 +136,17 @@ def test_table_rows_means_and_excluded_runs(sweep: Path) -> None:
     assert table.notes["steps"] == "4" and table.notes["model"] == "FakeLM"
 
 
+def test_tuning_run_on_training_prompts_is_listed_not_averaged(sweep: Path) -> None:
+    run_dir = make_run(sweep, "paper_embedded", "uce+dual", 3, after=after(0.0))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "eval/split": "train"}))
+    table = build_table("paper_embedded", collect_runs([sweep]))
+    dual = next(r for r in table.rows if r.method == "uce+dual")
+    assert dual.n == 3 and dual.mean["harmful_rate"] == pytest.approx(0.4)  # HR 0.0 left out
+    (excluded,) = [r for r in table.excluded if r.seed == 3]
+    assert excluded.status == "excluded" and "eval.split=train" in excluded.error
+
+
 def test_markdown_latex_csv(sweep: Path) -> None:
     table = build_table("paper_embedded", collect_runs([sweep]))
     md = to_markdown(table)

@@ -71,8 +71,9 @@ def test_forget_loss_options_run(loss: str, make_config, tmp_path: Path) -> None
         assert lines[0]["loss/forget"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
 
 
-def test_lora_run_uses_adapter_disabled_reference(make_config, tmp_path: Path) -> None:
-    cfg = make_config(*TINY, "trainer.lora=true", "trainer.save_model=true",
+@pytest.mark.parametrize("aggregator", ["weighted_sum", "mgda", "dual"])
+def test_lora_run_uses_adapter_disabled_reference(aggregator: str, make_config, tmp_path: Path) -> None:
+    cfg = make_config(*TINY, f"aggregator={aggregator}", "trainer.lora=true", "trainer.save_model=true",
                       "trainer.lora_config.target_modules=[q_proj,v_proj]", "trainer.optimizer.lr=1e-2")
     summary = run_experiment(cfg, tmp_path)
     lines = read_metrics(tmp_path)
@@ -82,6 +83,24 @@ def test_lora_run_uses_adapter_disabled_reference(make_config, tmp_path: Path) -
     assert lines[-1]["loss/kl"] > 0  # after updates the adapter moves away from the reference
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "model" / "model.safetensors").exists()
+    if aggregator == "dual":
+        for record in lines:
+            assert all(record[f"descent/{n}"] >= descent_bound(record, n) for n in OBJECTIVES), record
+
+
+@pytest.mark.parametrize("aggregator", ["mgda", "dual"])
+def test_bf16_model_trains_with_an_fp64_gramian(aggregator: str, make_config, tmp_path: Path) -> None:
+    """bf16 weights and gradients: the Gramian is upcast (no bf16 dot products), steps are finite
+    and the dual direction is still a common descent direction of the bf16 gradients."""
+    summary = run_experiment(make_config(*TINY, f"aggregator={aggregator}", "model.dtype=bfloat16",
+                                         "trainer.optimizer.lr=1e-3"), tmp_path)
+    lines = read_metrics(tmp_path)
+    assert summary["status"] == "completed" and [r["skipped"] for r in lines] == [0, 0, 0]
+    for record in lines:
+        assert all(math.isfinite(record[f"grad_norm/{n}"]) for n in OBJECTIVES)
+        if aggregator == "dual":
+            assert all(record[f"descent/{n}"] >= descent_bound(record, n) for n in OBJECTIVES), record
+    assert lines[-1]["loss/kl"] > 0
 
 
 def test_run_writes_everything_inside_run_dir(make_config, tmp_path: Path) -> None:
@@ -161,3 +180,23 @@ def test_weighted_sum_one_backward_matches_three_gradient_path(make_config, tmp_
     assert "descent/forget" not in lines_fast[0] and lines_fast[0]["weight/retain"] == 2.0
     for key in ("final/loss/forget", "final/loss/kl", "final/loss/retain"):
         assert fast[key] == pytest.approx(slow[key], rel=1e-4, abs=1e-7), key
+
+
+def test_probe_tracks_fixed_training_examples(make_config, tmp_path: Path) -> None:
+    """probe/* is measured on the same examples every time: at step 1 the model is the
+    reference (KL exactly 0), probe steps follow probe_every, and training moves the values."""
+    cfg = make_config(*TINY, "trainer.max_steps=4", "trainer.probe_every=2", "trainer.probe_size=4",
+                      "trainer.optimizer.lr=1e-2")
+    summary = run_experiment(cfg, tmp_path)
+    lines = read_metrics(tmp_path)
+    probed = [r["step"] for r in lines if "probe/forget" in r]
+    assert probed == [1, 3]
+    assert lines[0]["probe/kl"] == pytest.approx(0.0, abs=1e-7)
+    assert summary["initial/probe/kl"] == lines[0]["probe/kl"]
+    assert summary["final/probe/forget"] != summary["initial/probe/forget"]
+    assert summary["final/probe/kl"] > 0
+    assert {"probe/forget_nll", "probe/retain"} <= set(lines[2])
+    # the same examples give the same value: a second run's step-1 probe is identical
+    again = run_experiment(make_config(*TINY, "trainer.max_steps=1", "trainer.probe_every=2",
+                                       "trainer.probe_size=4"), tmp_path / "again")
+    assert again["initial/probe/forget"] == summary["initial/probe/forget"]

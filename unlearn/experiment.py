@@ -2,6 +2,12 @@
 
 Kept apart from the Hydra entry point (:mod:`unlearn.run`) so tests can call
 :func:`run_experiment` with a config from the compose API.
+
+Data parallel (``accelerate launch --num_processes R -m unlearn.run …``, or ``torchrun``; see
+:mod:`unlearn.training.distributed`): every rank builds the same model on its own device, draws
+its shard of each data stream, and trains with a :class:`GradientSync`. Rank 0 alone writes
+(run dir, metrics, W&B, checkpoints, the model, ``summary.json``) and evaluates; the run dir is
+rank 0's, and the other ranks read only its checkpoints when resuming.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from unlearn.checkpoint import (
     CheckpointManager,
@@ -30,11 +36,15 @@ from unlearn.data.pku_saferlhf import forget_examples
 from unlearn.data.stream import BatchStream
 from unlearn.errors import UnlearnError
 from unlearn.evaluation.stage import EvaluationStage
+from unlearn.training import distributed
+from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import ThreeObjectives
+from unlearn.training.probe import LossProbe
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.training.trainer import UnlearningTrainer
-from unlearn.tracking import Tracker, WandbSink, redact, redact_hydra_files, write_json_atomic
+from unlearn.tracking import (NullTracker, Tracker, WandbSink, redact, redact_hydra_files,
+                              write_json_atomic)
 
 
 def seed_everything(seed: int) -> None:
@@ -87,21 +97,43 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     With ``resume=true`` the run continues from the newest complete checkpoint in ``run_dir``
     (see :mod:`unlearn.checkpoint`); the result equals that of an uninterrupted run.
+    Launched with ``WORLD_SIZE > 1`` it joins the process group and trains data parallel; the
+    run dir is then rank 0's ``run_dir`` whatever the other ranks pass.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    redact_hydra_files(run_dir)  # Hydra saved the overrides verbatim; mask any secret in them
-    summary: dict[str, Any] = {"status": "running", "method": run_label(cfg), "seed": cfg.seed}
+    with distributed.process_group() as ranks:
+        return _run(cfg, Path(run_dir), ranks)
+
+
+def _use_rank_device(cfg: DictConfig, ranks: Ranks) -> None:
+    """NCCL: build rank r's model on ``cuda:LOCAL_RANK`` (``model.device`` auto or cuda)."""
+    device = str(cfg.model.get("device", "auto"))
+    if ranks.backend == "nccl" and (device == "auto" or device.startswith("cuda")):
+        with open_dict(cfg):
+            cfg.model.device = f"cuda:{ranks.local_rank}"
+
+
+def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
+    main = ranks.is_main
+    run_dir = Path(distributed.on_main(lambda: str(own_run_dir)))  # one run dir: rank 0's
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    # Hydra saved the overrides verbatim; mask any secret in them (rank > 0: at most a sweep's
+    # multirun.yaml, in its scratch dir; see unlearn.run)
+    redact_hydra_files(own_run_dir)
+    summary: dict[str, Any] = {"status": "running", "method": run_label(cfg), "seed": cfg.seed,
+                               **distributed.summary_fields(ranks)}
     t0 = time.perf_counter()
     tracker = None
     # Before the try: refusing to reuse a folder must not overwrite that folder's summary.json.
-    resume_from = select_resume_checkpoint(run_dir, CheckpointManager(run_dir), resume_flag(cfg))
+    resume_from = distributed.on_main(
+        lambda: select_resume_checkpoint(run_dir, CheckpointManager(run_dir), resume_flag(cfg)))
     try:
         validate_config(cfg)
         checkpoints = CheckpointManager(run_dir, keep=int(cfg.trainer.get("keep_checkpoints", 2)))
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed)  # the same on every rank: the same initial (LoRA) weights
+        _use_rank_device(cfg, ranks)
         loaded = build(cfg.model)
         forget_split = build(cfg.dataset.forget)
         normal_split = build(cfg.dataset.normal)
@@ -117,11 +149,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         from transformers import get_scheduler
 
         scheduler = get_scheduler(t.lr_scheduler, optimizer, t.warmup_steps, max(1, t.max_steps))
+        shard = dict(rank=ranks.rank, num_shards=ranks.world_size)  # batch sizes are per rank
         streams = {
             "forget": BatchStream(forget_examples(forget_split.train), loaded.tokenizer,
-                                  t.forget_batch_size, cfg.dataset.max_length, cfg.dataset.template, cfg.seed),
+                                  t.forget_batch_size, cfg.dataset.max_length, cfg.dataset.template,
+                                  cfg.seed, **shard),
             "normal": BatchStream(normal_split.train, loaded.tokenizer, t.normal_batch_size,
-                                  cfg.dataset.max_length, cfg.dataset.template, cfg.seed + 1),
+                                  cfg.dataset.max_length, cfg.dataset.template, cfg.seed + 1,
+                                  **shard),
         }
         summary.update(
             model=loaded.name,
@@ -131,36 +166,53 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                   "normal_train": len(normal_split.train), "normal_eval": len(normal_split.eval)},
         )
         evaluation = EvaluationStage(cfg, loaded, forget_split, normal_split, run_dir)
-        summary.update(evaluation.before(model))  # the original model; cached under cache_dir
+        if main:
+            summary.update(evaluation.before(model))  # the original model; cached under cache_dir
+        distributed.barrier()
         container = OmegaConf.to_container(cfg, resolve=True)
         fingerprint = run_fingerprint(redact(container), streams)
         restored = None
         if resume_from is not None:  # the reference model above was built from the original weights
             restored = apply_checkpoint(resume_from, fingerprint, model, optimizer, scheduler)
-            restore_metrics(resume_from, run_dir / "metrics.jsonl")
-        wandb_sink = WandbSink(run_dir, container, name=f"{summary['method']}-s{cfg.seed}",
-                               **OmegaConf.to_container(cfg.logger, resolve=True))
-        tracker = Tracker(run_dir, wandb_sink)
+            if main:
+                restore_metrics(resume_from, run_dir / "metrics.jsonl")
+        distributed.broadcast_(params)  # every rank starts from rank 0's weights, as DDP does
+        if main:
+            wandb_sink = WandbSink(run_dir, container, name=f"{summary['method']}-s{cfg.seed}",
+                                   **OmegaConf.to_container(cfg.logger, resolve=True))
+            tracker = Tracker(run_dir, wandb_sink)
+        else:
+            tracker = NullTracker()
+        objectives = ThreeObjectives(model, params, instantiate(cfg.loss), reference)
+        probe_every = int(t.get("probe_every", 0))
+        probe = LossProbe(
+            objectives, streams["forget"].examples, streams["normal"].examples, loaded.tokenizer,
+            size=int(t.get("probe_size", 16)), batch_size=t.forget_batch_size,
+            max_length=cfg.dataset.max_length, template=cfg.dataset.template,
+        ) if probe_every else None
         trainer = UnlearningTrainer(
-            model=model, params=params,
-            objectives=ThreeObjectives(model, params, instantiate(cfg.loss), reference),
+            model=model, params=params, objectives=objectives,
             aggregator=instantiate(cfg.aggregator), optimizer=optimizer,
             forget_stream=streams["forget"], normal_stream=streams["normal"], tracker=tracker,
             max_steps=t.max_steps, scheduler=scheduler, grad_accum_steps=t.grad_accum_steps,
             max_grad_norm=t.max_grad_norm, max_consecutive_skips=t.max_consecutive_skips,
-            progress_bar=t.progress_bar, track_gradients=t.track_gradients,
-            checkpoints=checkpoints, checkpoint_every=int(t.get("checkpoint_every", 0)),
-            checkpoint_info=fingerprint,
-            on_step_end=evaluation.periodic(tracker, model, reference),
+            progress_bar=t.progress_bar and main, track_gradients=t.track_gradients,
+            checkpoints=checkpoints if main else None,
+            checkpoint_every=int(t.get("checkpoint_every", 0)), checkpoint_info=fingerprint,
+            on_step_end=evaluation.periodic(tracker, model, reference) if main else None,
+            sync=GradientSync() if ranks.distributed else None,
+            probe=probe if main else None, probe_every=probe_every,
         )
         if restored is not None:
             trainer.load_state_dict(restored.state["trainer"])
             restore_rng_state(restored.rng)  # last, so nothing consumes random numbers after it
         result = trainer.train()
-        if t.save_model:
-            model.save_pretrained(run_dir / "model", safe_serialization=True)
-            loaded.tokenizer.save_pretrained(run_dir / "model")
-        summary.update(evaluation.after(model, reference))  # the unlearned model
+        if main:
+            if t.save_model:
+                model.save_pretrained(run_dir / "model", safe_serialization=True)
+                loaded.tokenizer.save_pretrained(run_dir / "model")
+            summary.update(evaluation.after(model, reference))  # the unlearned model
+        distributed.barrier()
         summary.update(
             status="completed",
             steps=result.steps,
@@ -168,6 +220,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             train_time_s=result.wall_time_s,
             **{f"initial/{k}": v for k, v in result.first.items() if k.startswith("loss/")},
             **{f"final/{k}": v for k, v in result.last.items() if k.startswith("loss/")},
+            **{f"initial/{k}": v for k, v in result.first.items() if k.startswith("probe/")},
+            **{f"final/{k}": v for k, v in result.probe.items()},
         )
     except BaseException as exc:
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
@@ -176,7 +230,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     finally:
         summary["wall_time_s"] = time.perf_counter() - t0
         summary.update(peak_memory_bytes())
-        write_json_atomic(run_dir / "summary.json", redact(summary))
+        if main:
+            write_json_atomic(run_dir / "summary.json", redact(summary))
         if tracker is not None:
             tracker.close({k: v for k, v in summary.items() if isinstance(v, int | float | str)})
     return summary

@@ -6,10 +6,19 @@ Examples::
     python -m unlearn.run aggregator=mgda trainer.max_steps=50
     python -m unlearn.run -m aggregator=weighted_sum,mgda,dual seed=0,1,2
     python -m unlearn.run model=llama3_8b trainer.lora=true  # GPU
+    accelerate launch --num_processes 2 -m unlearn.run model=llama3_8b trainer.lora=true \
+        hydra.run.dir=outputs/runs/llama3-dp2              # data parallel, 2 GPUs
+
+Data parallel: only rank 0 uses Hydra's run dir; the other ranks get overrides that keep Hydra
+from writing anything there (no ``.hydra/``, no log file; their Hydra dir is an empty folder
+under the system temp dir) and train in rank 0's run dir, which it broadcasts.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -28,5 +37,16 @@ def main(cfg: DictConfig) -> float:
     return float(summary.get("final/loss/forget", float("nan")))
 
 
+def non_main_rank_overrides(environ: dict[str, str] | None = None) -> list[str]:
+    """Hydra overrides for a data-parallel rank > 0 (``RANK`` set by the launcher); else []."""
+    rank = int((environ if environ is not None else os.environ).get("RANK", "0") or 0)
+    if rank == 0:
+        return []
+    scratch = Path(tempfile.gettempdir()) / f"unlearn-rank{rank}"
+    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null",
+            "hydra/job_logging=stdout"]
+
+
 if __name__ == "__main__":
+    sys.argv += non_main_rank_overrides()  # last: they win over the user's hydra.run.dir
     main()

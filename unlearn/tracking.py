@@ -195,6 +195,20 @@ class Tracker:
             self.wandb.finish()
 
 
+class NullTracker(Tracker):
+    """Writes nothing: the tracker of a data-parallel rank other than 0."""
+
+    def __init__(self) -> None:
+        self.metrics = None
+        self.wandb = None
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self, summary: Mapping[str, Any] | None = None) -> None:
+        pass
+
+
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON to a temp file in the same folder, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

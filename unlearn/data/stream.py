@@ -23,6 +23,12 @@ class BatchStream:
     """Batches of ``batch_size`` examples; each epoch is a fresh permutation from ``seed + epoch``.
 
     ``state`` (epoch, position) is all that is needed to resume exactly where it stopped.
+
+    Data parallel (``num_shards`` = R ranks, like ``DistributedSampler`` with ``drop_last``):
+    every rank draws the same permutation π of all N examples and keeps
+    ``π[rank : ⌊N/R⌋·R : R]``, so within an epoch the ranks see disjoint examples, all shards
+    have ⌊N/R⌋ of them (the ≤ R-1 left over change with the epoch) and (epoch, position) are
+    the same on every rank.
     """
 
     def __init__(
@@ -33,9 +39,15 @@ class BatchStream:
         max_length: int,
         template: str = "auto",
         seed: int = 0,
+        rank: int = 0,
+        num_shards: int = 1,
     ) -> None:
         if not examples:
             raise DataError("cannot build batches from an empty data split")
+        if not 0 <= rank < num_shards:
+            raise ValueError(f"need 0 ≤ rank < num_shards, got {rank=}, {num_shards=}")
+        if len(examples) < num_shards:
+            raise DataError(f"{len(examples)} examples cannot be split over {num_shards} ranks")
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.examples = list(examples)
@@ -44,6 +56,8 @@ class BatchStream:
         self.max_length = max_length
         self.template = template
         self.seed = seed
+        self.rank = rank
+        self.num_shards = num_shards
         self.state = StreamState()
         self._order = self._permutation(0)
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -51,7 +65,7 @@ class BatchStream:
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(len(self.examples)))
         random.Random(self.seed + epoch).shuffle(order)
-        return order
+        return order[self.rank:len(order) // self.num_shards * self.num_shards:self.num_shards]
 
     def load_state(self, state: StreamState) -> None:
         self.state = StreamState(state.epoch, state.position)

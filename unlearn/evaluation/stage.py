@@ -198,8 +198,12 @@ class EvaluationStage:
         self._reference: ReferenceLM | None = None
         if not self.enabled:
             return
-        self.prompts = distinct_prompts(forget_split.eval, self.ecfg.n_prompts)
-        normal = normal_split.eval
+        # "eval": the held-out, prompt-disjoint split (results); "train": the training split,
+        # for tuning settings without looking at held-out prompts
+        split = self.ecfg.get("split", "eval")
+        forget = forget_split.eval if split == "eval" else forget_split.train
+        self.prompts = distinct_prompts(forget, self.ecfg.n_prompts)
+        normal = normal_split.eval if split == "eval" else normal_split.train
         if self.ecfg.get("utility_max_examples"):
             normal = normal[: int(self.ecfg.utility_max_examples)]
         self.normal_pairs = [(e.prompt, e.response) for e in normal]
@@ -237,7 +241,8 @@ class EvaluationStage:
 
     def labels(self) -> dict[str, Any]:
         scorer = self.scorer
-        return {"eval/judge": self.judge.describe(), "eval/scorer": scorer.name,
+        return {"eval/split": self.ecfg.get("split", "eval"),
+                "eval/judge": self.judge.describe(), "eval/scorer": scorer.name,
                 "eval/labels/toxicity": scorer.labels["toxicity"],
                 "eval/labels/obscene": scorer.labels["obscene"],
                 "eval/fluency_reference": self.ecfg.get("fluency_reference") or f"original ({self.loaded.name})"}

@@ -16,6 +16,7 @@ def build_tiny_random(
     seed: int = 0,
     cache_dir: str | None = None,
     device: str = "auto",
+    dtype: str = "float32",
 ) -> LoadedModel:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -36,5 +37,5 @@ def build_tiny_random(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    model.to(resolve_device(device))
+    model.to(device=resolve_device(device), dtype=getattr(torch, dtype))
     return LoadedModel(model, tokenizer, f"tiny-random-llama-{num_layers}l", "random init")

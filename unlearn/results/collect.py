@@ -11,6 +11,8 @@ Status of a run:
 * ``failed``: ``summary.json`` says ``failed`` (its ``error`` is kept);
 * ``unfinished``: ``summary.json`` says ``running`` (killed, or still going) or is missing or
   unreadable.
+* ``excluded``: completed, but evaluated on the training prompts (``eval.split=train``, a
+  tuning run): listed, never averaged with held-out results.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
+COMPLETED, FAILED, UNFINISHED, EXCLUDED = "completed", "failed", "unfinished", "excluded"
 SKIP_DIRS = {"wandb", "checkpoints", "model", "__pycache__"}
 OBJECTIVES = ("forget", "kl", "retain")
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
@@ -177,7 +179,7 @@ def run_status(summary: dict[str, Any] | None) -> str:
         return UNFINISHED
     status = summary.get("status")
     if status == COMPLETED:
-        return COMPLETED
+        return EXCLUDED if summary.get("eval/split") == "train" else COMPLETED
     if status == FAILED:
         return FAILED
     return UNFINISHED
@@ -192,6 +194,8 @@ def load_run(run_dir: Path, default_experiment: str = "default") -> Run:
     method = summary.get("method") or (method_from_config(config) if config else "?")
     seed = summary.get("seed", config.get("seed"))
     error = summary.get("error")
+    if status == EXCLUDED:
+        error = "evaluated on training prompts (eval.split=train): a tuning run, not a result"
     if status == UNFINISHED and not error:
         error = ("summary.json says status=running (killed or still running)" if summary
                  else "no readable summary.json")

@@ -17,6 +17,12 @@ With a :class:`~unlearn.checkpoint.CheckpointManager` and ``checkpoint_every = N
 trainer writes a checkpoint after every N-th step (model or adapter, optimizer, scheduler, RNG,
 data positions, metrics so far); :meth:`UnlearningTrainer.load_state_dict` restores its counters
 and stream positions when a run resumes.
+
+Data parallel (``sync``, a :class:`~unlearn.training.distributed.GradientSync`): each rank
+computes its local g_i on its shard; ``sync`` replaces them by their mean over the ranks (once
+per step, after accumulation) and only then are the Gramian, the weights and the update
+computed, identically on every rank (see :mod:`unlearn.training.distributed`). Without
+``sync`` nothing of this runs.
 """
 
 from __future__ import annotations
@@ -34,7 +40,15 @@ from tqdm.auto import tqdm
 
 from unlearn.aggregators import Aggregator, WeightedSum
 from unlearn.data.stream import BatchStream, StreamState
-from unlearn.training.gramian import accumulate_gramian, add_into, combine_into_grad, cosines
+from unlearn.training.distributed import GradientSync
+from unlearn.training.gramian import (
+    Grads,
+    GramianWorkspace,
+    accumulate_gramian,
+    add_into,
+    combine_into_grad,
+    cosines,
+)
 from unlearn.training.objectives import OBJECTIVES, ThreeObjectives, weighted_backward
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.tracking import Tracker
@@ -53,6 +67,7 @@ class TrainResult:
     wall_time_s: float = 0.0
     last: dict[str, float] = field(default_factory=dict)
     first: dict[str, float] = field(default_factory=dict)
+    probe: dict[str, float] = field(default_factory=dict)  # probe/* after the last step
 
 
 class UnlearningTrainer:
@@ -77,6 +92,9 @@ class UnlearningTrainer:
         checkpoint_every: int = 0,
         checkpoint_info: Mapping[str, Any] | None = None,
         track_gradients: bool = True,
+        sync: GradientSync | None = None,
+        probe: Callable[[], dict[str, float]] | None = None,
+        probe_every: int = 0,
     ) -> None:
         if max_steps < 0 or grad_accum_steps < 1:
             raise ValueError("max_steps must be ≥ 0 and grad_accum_steps ≥ 1")
@@ -104,6 +122,11 @@ class UnlearningTrainer:
         # False + a fixed-weight aggregator: one backward of Σ c_i L_i per step (the cost of a
         # one-script baseline); grad_norm/* and descent/* are then not logged.
         self.track_gradients = track_gradients
+        self._workspace = GramianWorkspace()  # reused across steps: no fresh stacking buffers
+        self.sync = sync  # data parallel: mean of losses and gradients over the ranks
+        # probe/* (losses on fixed training batches) at the start of every probe_every-th step
+        self.probe = probe if probe_every > 0 else None
+        self.probe_every = probe_every
         self.step = 0
         self.skipped = 0
         self._consecutive_skips = 0
@@ -124,8 +147,7 @@ class UnlearningTrainer:
             "last": self.last,
             "train_time_s": self.elapsed_before + time.perf_counter() - self._t_session,
             "streams": {
-                name: {"epoch": s.state.epoch, "position": s.state.position,
-                       "examples": len(s.examples), "batch_size": s.batch_size, "seed": s.seed}
+                name: {"epoch": s.state.epoch, "position": s.state.position, **_stream_key(s)}
                 for name, s in (("forget", self.forget_stream), ("normal", self.normal_stream))
             },
         }
@@ -133,11 +155,12 @@ class UnlearningTrainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, stream in (("forget", self.forget_stream), ("normal", self.normal_stream)):
             saved = state["streams"][name]
-            now = {"examples": len(stream.examples), "batch_size": stream.batch_size, "seed": stream.seed}
-            if any(saved[k] != v for k, v in now.items()):
+            now = _stream_key(stream)
+            before = {k: saved.get(k, 1) if k == "num_shards" else saved[k] for k in now}
+            if before != now:  # num_shards: absent from checkpoints older than data parallel
                 raise ValueError(
-                    f"the {name} data stream differs from the checkpoint's "
-                    f"({ {k: saved[k] for k in now} } vs {now}); resume with the same data and batch sizes"
+                    f"the {name} data stream differs from the checkpoint's ({before} vs {now}); "
+                    "resume with the same data, batch sizes and number of processes"
                 )
             stream.load_state(StreamState(int(saved["epoch"]), int(saved["position"])))
         self.step = int(state["step"])
@@ -163,6 +186,33 @@ class UnlearningTrainer:
     def _batch(self, stream: BatchStream) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in stream.next_batch().items()}
 
+    def _local_grads(self, losses: dict[str, float]) -> Grads:
+        """This process's per-objective gradients, averaged over ``grad_accum_steps``
+        micro-batches; adds the mean losses into ``losses``."""
+        grads = None
+        for _ in range(self.grad_accum_steps):
+            values = self.objectives.losses_and_grads(
+                self._batch(self.forget_stream), self._batch(self.normal_stream)
+            )
+            grads = add_into(grads, values.grads)
+            for name in OBJECTIVES:
+                losses[name] += values.losses[name] / self.grad_accum_steps
+        if self.grad_accum_steps > 1:
+            for g in itertools.chain.from_iterable(grads):
+                g.div_(self.grad_accum_steps)
+        return grads
+
+    def _synchronise(self, record: dict[str, float], losses: dict[str, float],
+                     tensors: list[torch.Tensor] | None, failure: str | None) -> str | None:
+        """Data parallel: mean over the ranks of ``losses`` and ``tensors`` (in place); returns
+        the skip reason that every rank agrees on, or None. Single process: ``failure``."""
+        if self.sync is None:
+            return failure
+        t_sync = time.perf_counter()
+        failure = self.sync(losses, tensors, failure)
+        record["time/sync_s"] = time.perf_counter() - t_sync
+        return failure
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns the metrics record (``skipped``=1 if it was skipped)."""
         t_start = time.perf_counter()
@@ -171,19 +221,18 @@ class UnlearningTrainer:
         record: dict[str, float] = {"step": self.step + 1}
         if not self.track_gradients and isinstance(self.aggregator, WeightedSum):
             return self._one_backward_step(record, t_start)
+        failure = None
         try:
-            for _ in range(self.grad_accum_steps):
-                values = self.objectives.losses_and_grads(
-                    self._batch(self.forget_stream), self._batch(self.normal_stream)
-                )
-                grads = add_into(grads, values.grads)
-                for name in OBJECTIVES:
-                    losses[name] += values.losses[name] / self.grad_accum_steps
-            if self.grad_accum_steps > 1:
-                for g in itertools.chain.from_iterable(grads):
-                    g.div_(self.grad_accum_steps)
+            grads = self._local_grads(losses)
+        except FloatingPointError as exc:
+            failure = str(exc)
+        flat = None if grads is None else list(itertools.chain.from_iterable(grads))
+        failure = self._synchronise(record, losses, flat, failure)
+        if failure is not None:
+            return self._skip(record, failure, t_start)
+        try:
             t_agg = time.perf_counter()
-            gramian = accumulate_gramian(grads)
+            gramian = accumulate_gramian(grads, workspace=self._workspace)
             if not torch.isfinite(gramian).all():
                 # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
                 bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(gramian[i, i])]
@@ -236,6 +285,7 @@ class UnlearningTrainer:
         """Fixed weights c: ``.grad = ∇ Σ_i c_i L_i`` from one backward pass per micro-batch."""
         weights = self.aggregator(torch.eye(len(OBJECTIVES), dtype=torch.float64)).weights.tolist()
         losses = dict.fromkeys(OBJECTIVES, 0.0)
+        failure = None
         try:
             for _ in range(self.grad_accum_steps):
                 values = weighted_backward(
@@ -244,6 +294,14 @@ class UnlearningTrainer:
                 )
                 for name in OBJECTIVES:
                     losses[name] += values[name] / self.grad_accum_steps
+        except FloatingPointError as exc:
+            failure = str(exc)
+        # .grad is None exactly for the parameters the graph does not reach: the same on every rank
+        failure = self._synchronise(record, losses, [p.grad for p in self.params if p.grad is not None],
+                                    failure)
+        if failure is not None:
+            return self._skip(record, failure, t_start)
+        try:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
             if not math.isfinite(float(norm)):
                 raise FloatingPointError("the weighted-sum gradient has NaN or Inf entries")
@@ -275,7 +333,10 @@ class UnlearningTrainer:
         self._t_session = time.perf_counter()
         bar = tqdm(total=self.max_steps, initial=self.step, desc="unlearning", disable=not self.progress_bar)
         while self.step < self.max_steps:
+            due = self.probe is not None and self.step % self.probe_every == 0
+            probed = self.probe() if due else {}  # before the step: the values its update starts from
             record = self.train_step()
+            record.update(probed)
             self.tracker.log(record)
             if record["skipped"]:
                 message = (f"step {self.step}: skipped, nothing passed to the optimizer "
@@ -301,13 +362,21 @@ class UnlearningTrainer:
             if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
+        final_probe = self.probe() if self.probe is not None and self.step > 0 else {}
         return TrainResult(
             steps=self.step,
             skipped_steps=self.skipped,
             wall_time_s=self.elapsed_before + time.perf_counter() - self._t_session,
             last=self.last,
             first=self.first,
+            probe=final_probe,
         )
+
+
+def _stream_key(stream: BatchStream) -> dict[str, int]:
+    """What must match between a checkpointed stream and the one resuming it."""
+    return {"examples": len(stream.examples), "batch_size": stream.batch_size, "seed": stream.seed,
+            "num_shards": stream.num_shards}
 
 
 __all__ = ["TooManySkippedSteps", "TrainResult", "UnlearningTrainer", "peak_memory_bytes"]
