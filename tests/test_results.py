@@ -19,7 +19,7 @@ import yaml
 
 from unlearn.results import cli
 from unlearn.results.collect import collect_runs, group_by_experiment, load_run
-from unlearn.results.plots import descent_violations, pareto_front, write_plots
+from unlearn.results.plots import descent_violations, pareto_front, probe_series, write_plots
 from unlearn.results.tables import COLUMNS, build_table, mean_std, to_csv, to_latex, to_markdown
 
 METRICS = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl")
@@ -201,6 +201,18 @@ def test_descent_violations_per_aggregator(tmp_path: Path) -> None:
     # rounding-sized negatives (cosine > -1e-6) are no increase; skipped steps do not count
     assert shares["dual"]["steps"] == 3 and shares["dual"]["any"] == 0.0
     assert descent_violations([load_run(dual)], tol=0.0)["dual"]["kl"] == pytest.approx(1 / 3)
+
+
+def test_probe_series_counts_updates_and_ends_with_the_final_probe(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "s", None, "uce+dual", 0, steps=4)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines[0]["probe/forget"], lines[2]["probe/forget"] = 0.9, 0.7  # before steps 1 and 3
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "final/probe/forget": 0.5}))
+    (run,) = collect_runs([tmp_path / "s"])
+    assert probe_series(run, "forget") == ([0, 2, 4], [0.9, 0.7, 0.5])
+    assert probe_series(run, "kl") == ([], [])
 
 
 def test_plots_are_png(sweep: Path, tmp_path: Path) -> None:

@@ -97,6 +97,18 @@ def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
     return path
 
 
+def probe_series(run: Run, objective: str) -> tuple[list[int], list[float]]:
+    """``probe/<objective>`` against the number of updates before it: the probe logged with step
+    s was taken before that step (s - 1 updates), and ``final/probe/*`` after the last one."""
+    steps, values = metric_series(run, f"probe/{objective}")
+    x = [s - 1 for s in steps]
+    final = run.summary.get(f"final/probe/{objective}")
+    if x and isinstance(final, int | float) and isinstance(run.summary.get("steps"), int):
+        x.append(run.summary["steps"])
+        values.append(float(final))
+    return x, values
+
+
 def losses_plot(table: Table, path: Path) -> Path | None:
     """One row per method, one column per objective; each seed's loss over steps."""
     runs = [r for r in table.runs if r.metrics]
@@ -113,8 +125,11 @@ def losses_plot(table: Table, path: Path) -> Path | None:
             for r in (r for r in runs if r.method == m):
                 steps, values = metric_series(r, f"loss/{obj}")
                 style = "-" if r.completed else ":"
-                ax.plot(steps, values, style, color=col[m], linewidth=1.0, alpha=0.8,
+                ax.plot(steps, values, style, color=col[m], linewidth=0.8, alpha=0.45,
                         label=f"seed {r.seed}" + ("" if r.completed else f" ({r.status})"))
+                probe_x, probe_y = probe_series(r, obj)
+                if probe_x:
+                    ax.plot(probe_x, probe_y, "o-", color=col[m], linewidth=1.6, markersize=3)
             if i == 0:
                 ax.set_title(f"loss/{obj}")
             if j == 0:
@@ -124,7 +139,8 @@ def losses_plot(table: Table, path: Path) -> Path | None:
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
         axes[i][0].legend(fontsize=6, loc="best")
-    fig.suptitle(f"{table.experiment}: losses on the training batches (dotted: not completed)", fontsize=10)
+    fig.suptitle(f"{table.experiment}: losses on each step's training batch (thin; dotted: not "
+                 "completed) and on the fixed probe examples (dots: probe/*)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
