@@ -37,7 +37,7 @@ class GramianWorkspace:
     def get(self, m: int, n: int, device: torch.device) -> torch.Tensor:
         size = m * min(n, SEGMENT)
         if self.buffer is None or self.buffer.numel() < size or self.buffer.device != device:
-            self.buffer = torch.empty(m * SEGMENT if n >= SEGMENT else size, dtype=torch.float32, device=device)
+            self.buffer = torch.empty(size, dtype=torch.float32, device=device)
         return self.buffer
 
 
