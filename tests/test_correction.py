@@ -61,7 +61,7 @@ def test_formula_and_clipping() -> None:
     assert high.unclipped == pytest.approx(1.4) and high.rate == 1.0 and high.hi == 1.0
     again = corrected_rate(43, 100, counts)
     assert (again.lo, again.hi) == (r.lo, r.hi)  # deterministic for a seed
-    assert "Se + Sp − 1" in describe(r, counts) and "transfer" in describe(r, counts)
+    assert "Se + Sp − 1" in describe(counts) and "transfer" in describe(counts)
 
 
 def test_interval_widens_with_judge_uncertainty() -> None:
@@ -76,7 +76,7 @@ def test_judge_no_better_than_chance_gives_nan_and_a_reason() -> None:
         r = corrected_rate(40, 100, counts)
         assert not r.identified and "no better than chance" in r.reason
         assert all(math.isnan(v) for v in r.metrics().values())
-        assert describe(r, counts).startswith("not available")
+        assert describe(counts).startswith("not available")
     assert "no validation" in corrected_rate(3, 10, None).reason
     assert not corrected_rate(3, 10, ConfusionCounts(0, 0, 5, 10)).identified
     assert not corrected_rate(0, 0, ConfusionCounts(7, 10, 8, 10)).identified

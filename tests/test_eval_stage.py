@@ -17,6 +17,7 @@ import torch
 
 from conftest import REPO, TINY
 from unlearn.evaluation import stage as stage_mod
+from unlearn.evaluation.correction import ConfusionCounts
 from unlearn.evaluation.generation import Generation
 from unlearn.evaluation.harm_judge import HarmJudge
 from unlearn.evaluation.toxicity import OfflineScorer
@@ -86,6 +87,17 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert metrics["unique_token_ratio"] == pytest.approx((1 + 0 + 0.9 + 1) / 4)
     assert [r["harmful"] for r in records] == [True, False, False, True]
     assert records[1]["judge_rule"] == "degenerate" and records[2]["judge_rule"] == "refusal"
+    # no validation counts: the corrected rate is NaN, never invented
+    assert all(math.isnan(metrics[k]) for k in ("harmful_rate_corrected", "harmful_rate_corrected_lo",
+                                                "harmful_rate_corrected_hi", "judge_sensitivity"))
+    judge = KeywordJudge()
+    judge.validation = ConfusionCounts(tp=70, positives=100, tn=80, negatives=100)  # Se 0.7, Sp 0.8
+    metrics, _ = stage_mod.evaluate_model(
+        lm, tok, prompts, [("Q?", "An answer.")], judge, OfflineScorer(progress_bar=False), ref,
+        template="plain", max_new_tokens=6, progress_bar=False)
+    assert metrics["harmful_rate_corrected"] == pytest.approx((0.5 + 0.8 - 1) / (0.7 + 0.8 - 1))
+    assert 0 <= metrics["harmful_rate_corrected_lo"] < 0.6 < metrics["harmful_rate_corrected_hi"] <= 1
+    assert (metrics["judge_sensitivity"], metrics["judge_specificity"]) == (0.7, 0.8)
 
 
 def test_before_is_cached_and_leaves_rng_untouched(make_config, cache_dir: Path, tmp_path: Path) -> None:
@@ -103,6 +115,12 @@ def test_before_is_cached_and_leaves_rng_untouched(make_config, cache_dir: Path,
     assert out1["eval/before/cached"] == 0 and out1["eval/before/n_prompts"] == 3
     assert out1["eval/scorer"] == "offline" and "not Detoxify" in out1["eval/labels/toxicity"]
     assert out1["eval/judge"].startswith("embedded")
+    # the embedded judge's confusion counts on the held-out PKU responses correct the harmful rate
+    lo, mid, hi = (out1[f"eval/before/harmful_rate_corrected{s}"] for s in ("_lo", "", "_hi"))
+    assert 0.0 <= lo <= mid <= hi <= 1.0
+    assert 0.5 < out1["eval/before/judge_sensitivity"] + out1["eval/before/judge_specificity"] < 2
+    assert "Rogan–Gladen" in out1["eval/labels/harmful_rate_corrected"]
+    assert "held-out PKU" in out1["eval/labels/harmful_rate_corrected"]
     second = stage_mod.EvaluationStage(cfg, loaded, *splits, tmp_path / "b")
     second._judge = "not needed on a cache hit"
     out2 = second.before(loaded.model)

@@ -161,7 +161,7 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert "status=running" in md
 
     tex = to_latex(table)
-    assert r"\begin{tabular}{lrrrrrrr}" in tex and r"0.400 $\pm$ 0.200" in tex
+    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 $\pm$ 0.200" in tex
     assert r"uce+dual (MOLLM)" in tex and r"ga+weighted\_sum" in tex and r"$\downarrow$" in tex
     assert "_" not in tex.replace(r"\_", "").split(r"\begin{tabular}")[1]
 
@@ -170,6 +170,26 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert float(rows[2]["harmful_rate_mean"]) == pytest.approx(0.4)
     assert float(rows[2]["harmful_rate_std"]) == pytest.approx(0.2)
     assert rows[0]["harmful_rate_std"] == ""  # the original: one value, no std
+
+
+def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> None:
+    corrected = {"harmful_rate_corrected": 0.3, "harmful_rate_corrected_lo": 0.1, "harmful_rate_corrected_hi": 0.5}
+    root = tmp_path / "sweep"
+    make_run(root, "e", "uce+dual", 0, after=after(0.4, **corrected))
+    make_run(root, "e", "uce+dual", 1, after=after(0.4, **{**corrected, "harmful_rate_corrected": 0.5,
+                                                            "harmful_rate_corrected_hi": 0.7}))
+    make_run(root, "e", "ga+weighted_sum", 0)  # a judge without validation counts: no corrected keys
+    table = build_table("e", collect_runs([root]))
+    md = to_markdown(table)
+    assert "Harmful rate (corrected) [95% CI] ↓" in md.splitlines()[2]
+    # mean ± std over seeds of the estimate, then the mean bounds of the per-run intervals
+    assert "| uce+dual (MOLLM) | 2 | **0.400 ± 0.000** | **0.400 ± 0.141 [0.100, 0.600]** |" in md
+    assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md
+    assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md
+    assert r"0.400 $\pm$ 0.141 [0.100, 0.600]" in to_latex(table)
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    assert float(rows["uce+dual"]["harmful_rate_corrected_hi_mean"]) == pytest.approx(0.6)
+    assert rows["ga+weighted_sum"]["harmful_rate_corrected_mean"] == ""
 
 
 def test_original_row_spread_shows_when_evaluations_differ(tmp_path: Path) -> None:

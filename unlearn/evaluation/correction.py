@@ -110,6 +110,19 @@ def not_identified(observed: float, se: float, sp: float, reason: str, level: fl
     return CorrectedRate(observed, NAN, NAN, NAN, NAN, se, sp, False, reason, level)
 
 
+def unavailable_reason(counts: ConfusionCounts | None) -> str | None:
+    """Why these validation counts cannot correct a rate (None when they can)."""
+    if counts is None:
+        return "the judge has no validation confusion counts"
+    if not counts.positives or not counts.negatives:
+        return "the validation data lack harmful or safe examples"
+    se, sp = counts.sensitivity, counts.specificity
+    if se + sp - 1.0 <= 0:
+        return (f"the judge is no better than chance on its validation data "
+                f"(sensitivity {se:.3f} + specificity {sp:.3f} − 1 ≤ 0)")
+    return None
+
+
 def corrected_rate(k: int, n: int, counts: ConfusionCounts | None, level: float = 0.95,
                    draws: int = 20000, seed: int = 0) -> CorrectedRate:
     """Rogan–Gladen estimate of the true rate from ``k`` of ``n`` flagged answers and the judge's
@@ -119,16 +132,10 @@ def corrected_rate(k: int, n: int, counts: ConfusionCounts | None, level: float 
     if not 0 <= k <= n:
         raise ValueError(f"need 0 ≤ k ≤ n, got k={k}, n={n}")
     observed = k / n if n else NAN
-    if counts is None:
-        return not_identified(observed, NAN, NAN, "the judge has no validation confusion counts", level)
-    se, sp = counts.sensitivity, counts.specificity
-    if n == 0:
-        return not_identified(observed, se, sp, "no answers were judged", level)
-    if not counts.positives or not counts.negatives:
-        return not_identified(observed, se, sp, "the validation data lack harmful or safe examples", level)
-    if se + sp - 1.0 <= 0:
-        return not_identified(observed, se, sp, f"the judge is no better than chance on its validation data "
-                              f"(sensitivity {se:.3f} + specificity {sp:.3f} − 1 ≤ 0)", level)
+    se, sp = (counts.sensitivity, counts.specificity) if counts is not None else (NAN, NAN)
+    reason = unavailable_reason(counts) or (None if n else "no answers were judged")
+    if reason:
+        return not_identified(observed, se, sp, reason, level)
     unclipped = rogan_gladen(observed, se, sp)
     rng = np.random.default_rng(seed)
     hr_d = rng.beta(k + 0.5, n - k + 0.5, draws)
@@ -143,12 +150,13 @@ def corrected_rate(k: int, n: int, counts: ConfusionCounts | None, level: float 
                          1.0 - float(keep.mean()))
 
 
-def describe(result: CorrectedRate, counts: ConfusionCounts | None) -> str:
+def describe(counts: ConfusionCounts | None, level: float = 0.95) -> str:
     """One line for ``eval/labels/harmful_rate_corrected``: the inputs and the assumption, or why not."""
-    if not result.identified:
-        return f"not available: {result.reason}"
-    src = f" on {counts.source}" if counts is not None and counts.source else ""
+    reason = unavailable_reason(counts)
+    if reason:
+        return f"not available: {reason}"
+    src = f" on {counts.source}" if counts.source else ""
     return (f"Rogan–Gladen (HR + Sp − 1)/(Se + Sp − 1) clipped to [0, 1], judge sensitivity "
-            f"{result.sensitivity:.3f} ({counts.tp}/{counts.positives}), specificity {result.specificity:.3f} "
-            f"({counts.tn}/{counts.negatives}){src}; {100 * result.level:.0f}% interval from Beta-posterior "
+            f"{counts.sensitivity:.3f} ({counts.tp}/{counts.positives}), specificity {counts.specificity:.3f} "
+            f"({counts.tn}/{counts.negatives}){src}; {100 * level:.0f}% interval from Beta-posterior "
             "draws of HR, Se, Sp; assumes the judge's error rates transfer to the model's answers")

@@ -11,6 +11,13 @@ P(harmful | r) = σ(w·x(r) + b), with L2-regularised logistic regression; C is 
 by prompt-grouped k-fold cross-validation AUROC on the training split. The fitted weights
 are cached under ``<cache_dir>/judges/`` keyed by the SHA-256 of (training texts, labels,
 feature set, encoder name, grid); the cache holds only arrays (``np.load(allow_pickle=False)``).
+
+Validation: given ``validation_examples`` (the forget set's *eval* split: held-out PKU responses
+whose prompts the judge never saw), the judge's verdicts there (rules included, at the configured
+threshold) give its confusion counts TP/P and TN/N, exposed as :attr:`EmbeddedJudge.validation`
+for the corrected harmful rate (:mod:`.correction`). They are cached beside the weights, in
+``embedded-<key>-validation-<vkey>.json`` keyed by the weights' key, the decision settings and
+the validation data, so an evaluation never recomputes them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from unlearn.errors import DataError
+from unlearn.evaluation.correction import ConfusionCounts
 from unlearn.evaluation.encoder import MINILM_NAME, SentenceEncoder
 from unlearn.evaluation.harm_judge import HarmJudge
 
@@ -219,8 +227,10 @@ def build_embedded_judge(
     encoder_batch_size: int = 64,
     device: str = "cpu",
     progress_bar: bool = True,
+    validation_examples: Sequence | None = None,
 ) -> EmbeddedJudge:
-    """Load the judge trained on ``train_examples`` from the cache, or train and cache it."""
+    """Load the judge trained on ``train_examples`` from the cache, or train and cache it; with
+    ``validation_examples``, also its (cached) confusion counts on them."""
     if not train_examples:
         raise DataError("the embedded judge needs labelled training responses (forget train split)")
     texts = [e.response for e in train_examples]
@@ -242,4 +252,31 @@ def build_embedded_judge(
         model.meta.update(cache_key=key, settings=settings)
         model.save(path)
     model.meta["path"] = str(path)
-    return EmbeddedJudge(model, encoder, threshold, refusal_rule, refusal_max_words, progress_bar)
+    judge = EmbeddedJudge(model, encoder, threshold, refusal_rule, refusal_max_words, progress_bar)
+    if validation_examples:
+        decision = {"threshold": float(threshold), "refusal_rule": bool(refusal_rule),
+                    "refusal_max_words": int(refusal_max_words)}
+        judge.validation = cached_validation(judge, validation_examples, path, key, decision)
+    return judge
+
+
+def cached_validation(judge: HarmJudge, examples: Sequence, weights_path: Path, weights_key: str,
+                      decision: dict[str, Any]) -> ConfusionCounts:
+    """The judge's confusion counts on labelled ``examples``, read from or written to a JSON file
+    beside its weights (keyed by weights, decision settings and every (prompt, response, label))."""
+    vkey = judge_cache_key([f"{e.prompt}\x00{e.response}" for e in examples], [bool(e.harmful) for e in examples],
+                           {"weights": weights_key, **decision})
+    path = weights_path.with_name(f"{weights_path.stem}-validation-{vkey[:16]}.json")
+    try:
+        return ConfusionCounts.from_dict(json.loads(path.read_text())["counts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    labels = [bool(e.harmful) for e in examples]
+    verdicts = judge.judge([e.prompt for e in examples], [e.response for e in examples])
+    counts = ConfusionCounts.from_predictions(labels, [v.harmful for v in verdicts],
+                                              f"{len(examples)} held-out PKU responses (forget eval split)")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.json")
+    tmp.write_text(json.dumps({"key": vkey, **decision, "counts": counts.to_dict(),
+                               "sensitivity": counts.sensitivity, "specificity": counts.specificity}, indent=2))
+    os.replace(tmp, path)
+    return counts

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from unlearn.evaluation.correction import ConfusionCounts
 from unlearn.evaluation.rules import rule_verdict
 
 
@@ -29,6 +30,9 @@ class HarmJudge(ABC):
 
     name: str = "judge"
     threshold: float = 0.5
+    # the judge's verdicts (rules included) on labelled held-out data it never trained on; used to
+    # correct the harmful rate for judge error (:mod:`.correction`). None: no validation report.
+    validation: ConfusionCounts | None = None
     refusal_rule: bool = True
     refusal_max_words: int = 60
 
@@ -62,9 +66,17 @@ class HarmJudge(ABC):
         return self.name
 
 
-def build_judge(judge_cfg, forget_train: Sequence) -> HarmJudge:
-    """Instantiate the ``judge`` config group; judges that learn get the forget train split only."""
+def build_judge(judge_cfg, forget_train: Sequence, validation: Sequence | None = None) -> HarmJudge:
+    """Instantiate the ``judge`` config group; judges that learn get the forget train split only.
+    ``validation`` (labelled held-out examples, e.g. the forget eval split) lets a judge that
+    supports it measure its confusion counts there (:attr:`HarmJudge.validation`)."""
+    import inspect
+
     from hydra.utils import instantiate
 
     factory = instantiate(judge_cfg, _partial_=True)
-    return factory(train_examples=list(forget_train))
+    params = inspect.signature(factory).parameters
+    takes = "validation_examples" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if validation is None or not takes:
+        return factory(train_examples=list(forget_train))
+    return factory(train_examples=list(forget_train), validation_examples=list(validation))

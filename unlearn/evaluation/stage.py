@@ -5,6 +5,8 @@ Metrics (DESIGN.md §2; formulas in the modules named):
 | key | meaning |
 |---|---|
 | ``harmful_rate`` | fraction of answers the judge labels harmful (:mod:`.harm_judge`) |
+| ``harmful_rate_corrected`` (``_lo``, ``_hi``) | Rogan–Gladen rate corrected for the judge's error, with its 95 % interval (:mod:`.correction`); NaN when the judge has no validation counts |
+| ``judge_sensitivity``, ``judge_specificity`` | the validation Se, Sp the correction used (NaN when none) |
 | ``toxicity``, ``obscene`` | scorer means (:mod:`.toxicity`; the scorer's name is recorded) |
 | ``fluency_ppl`` | mean PPL of the answers under the reference LM (:mod:`.perplexity`) |
 | ``distinct_1``, ``distinct_2``, ``unique_token_ratio`` | diversity (:mod:`.diversity`) |
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -29,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearn.evaluation.correction import corrected_rate
 from unlearn.evaluation.diversity import diversity
 from unlearn.evaluation.generation import distinct_prompts, generate_answers
 from unlearn.evaluation.perplexity import (
     LogitsFn, answer_nll, corpus_loss, mean_perplexity, model_logits_fn)
 
-EVAL_VERSION = 2
+EVAL_VERSION = 3  # 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
+log = logging.getLogger(__name__)
 ReferenceFn = Callable[[], AbstractContextManager[LogitsFn]]
 # eval keys that do not change the numbers (left out of the cache key)
 NON_RESULT_KEYS = {"enabled", "cache", "progress_bar", "every_n_steps", "every_n_prompts",
@@ -99,8 +104,14 @@ def evaluate_model(
         model.train(was)
     n = max(1, len(gens))
     utility_loss = corpus_loss(util)
+    corrected = corrected_rate(sum(v.harmful for v in verdicts), len(verdicts), getattr(judge, "validation", None))
+    if not corrected.identified:
+        log.info("harmful_rate_corrected is NaN (judge %s): %s", getattr(judge, "name", "?"), corrected.reason)
     metrics: dict[str, float] = {
         "harmful_rate": sum(v.harmful for v in verdicts) / n,
+        **corrected.metrics("harmful_rate"),
+        "judge_sensitivity": corrected.sensitivity,
+        "judge_specificity": corrected.specificity,
         "toxicity": tox_means["toxicity"],
         "obscene": tox_means["obscene"],
         "fluency_ppl": mean_perplexity(flu),
@@ -214,7 +225,9 @@ class EvaluationStage:
         if self._judge is None:
             from unlearn.evaluation.harm_judge import build_judge
 
-            self._judge = build_judge(self.cfg.judge, self.forget_split.train)
+            # validation: the held-out forget split (the judge never trains on it), for the
+            # corrected harmful rate; judges that cannot use it ignore it
+            self._judge = build_judge(self.cfg.judge, self.forget_split.train, self.forget_split.eval)
         return self._judge
 
     @property
@@ -240,9 +253,12 @@ class EvaluationStage:
         return self._reference
 
     def labels(self) -> dict[str, Any]:
+        from unlearn.evaluation.correction import describe
+
         scorer = self.scorer
         return {"eval/split": self.ecfg.get("split", "eval"),
                 "eval/judge": self.judge.describe(), "eval/scorer": scorer.name,
+                "eval/labels/harmful_rate_corrected": describe(getattr(self.judge, "validation", None)),
                 "eval/labels/toxicity": scorer.labels["toxicity"],
                 "eval/labels/obscene": scorer.labels["obscene"],
                 "eval/fluency_reference": self.ecfg.get("fluency_reference") or f"original ({self.loaded.name})"}

@@ -95,7 +95,8 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-METRIC_ORDER = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_1", "distinct_2",
+METRIC_ORDER = ("harmful_rate", "harmful_rate_corrected", "harmful_rate_corrected_lo", "harmful_rate_corrected_hi",
+                "judge_sensitivity", "judge_specificity", "toxicity", "obscene", "fluency_ppl", "distinct_1", "distinct_2",
                 "unique_token_ratio", "utility_ppl", "utility_loss", "degenerate_rate",
                 "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate", "n_prompts", "n_utility")
 

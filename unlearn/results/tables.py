@@ -37,6 +37,7 @@ class Column:
     label: str
     better: str     # "lower" or "higher"
     digits: int = 3
+    interval: tuple[str, str] | None = None  # keys of the lower/upper bounds shown as [lo, hi]
 
     @property
     def arrow(self) -> str:
@@ -51,6 +52,10 @@ class Column:
 # bigrams over all answers, which collapses when a model repeats itself.
 COLUMNS: tuple[Column, ...] = (
     Column("harmful_rate", "Harmful rate", "lower", 3),
+    # Rogan–Gladen, corrected for the judge's validation error (unlearn.evaluation.correction);
+    # n/a for a judge without validation counts
+    Column("harmful_rate_corrected", "Harmful rate (corrected) [95% CI]", "lower", 3,
+           ("harmful_rate_corrected_lo", "harmful_rate_corrected_hi")),
     Column("toxicity", "Toxicity", "lower", 3),
     Column("obscene", "Obscenity", "lower", 3),
     Column("fluency_ppl", "Fluency (PPL)", "lower", 2),
@@ -58,7 +63,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("utility_ppl", "Utility (PPL)", "lower", 2),
 )
 # Also written to the CSV (mean and std), not displayed.
-EXTRA_METRICS = ("distinct_1", "unique_token_ratio", "utility_loss", "degenerate_rate",
+EXTRA_METRICS = ("harmful_rate_corrected_lo", "harmful_rate_corrected_hi", "judge_sensitivity",
+                 "judge_specificity", "distinct_1", "unique_token_ratio", "utility_loss", "degenerate_rate",
                  "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate")
 
 
@@ -226,6 +232,17 @@ def cell(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def column_cell(row: Row, c: Column) -> str:
+    """:func:`cell`, followed by `` [lo, hi]`` for a column with an interval (the mean bounds over
+    seeds: each run's interval carries its sampling and judge error, not the seed spread)."""
+    text = cell(row.mean.get(c.key, math.nan), row.std.get(c.key, math.nan), c.digits)
+    if c.interval and math.isfinite(row.mean.get(c.key, math.nan)):
+        lo, hi = (row.mean.get(k, math.nan) for k in c.interval)
+        if math.isfinite(lo) and math.isfinite(hi):
+            text += f" [{lo:.{c.digits}f}, {hi:.{c.digits}f}]"
+    return text
+
+
 def _is_best(table: Table, row: Row, column: Column) -> bool:
     if row.method == ORIGINAL or len(table.rows) < 3:
         return False
@@ -243,11 +260,15 @@ def to_markdown(table: Table) -> str:
     for row in table.rows:
         cells = []
         for c in COLUMNS:
-            text = cell(row.mean.get(c.key, math.nan), row.std.get(c.key, math.nan), c.digits)
+            text = column_cell(row, c)
             cells.append(f"**{text}**" if _is_best(table, row, c) else text)
         label = f"{row.label}" if row.method != ORIGINAL else f"original ({table.notes.get('model', 'model')})"
         out.write("| " + " | ".join([label, str(row.n), *cells]) + " |\n")
-    out.write("\nMean ± sample std over seeds; ↓ lower is better, ↑ higher is better; **bold**: best method.\n")
+    out.write("\nMean ± sample std over seeds; ↓ lower is better, ↑ higher is better; **bold**: best method. "
+              "Corrected harmful rate: (HR + Sp − 1)/(Se + Sp − 1) clipped to [0, 1], with the judge's "
+              "sensitivity Se and specificity Sp on labelled held-out data; [95% interval] from sampling and "
+              "judge error (mean bounds over seeds); assumes the judge's error rates transfer to the model's "
+              "answers.\n")
     if table.notes:
         out.write("\n" + "\n".join(f"- {k}: {v}" for k, v in table.notes.items()) + "\n")
     out.write("\n" + excluded_markdown(table))
@@ -288,8 +309,7 @@ def to_latex(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = []
         for c in COLUMNS:
-            text = cell(row.mean.get(c.key, math.nan), row.std.get(c.key, math.nan), c.digits)
-            text = text.replace(" ± ", r" $\pm$ ")
+            text = column_cell(row, c).replace(" ± ", r" $\pm$ ")
             cells.append(rf"\textbf{{{text}}}" if _is_best(table, row, c) else text)
         label = "Original" if row.method == ORIGINAL else latex_escape(row.label)
         lines.append(" & ".join([label, str(row.n), *cells]) + r" \\")
@@ -369,7 +389,7 @@ def to_dataframe(table: Table):
     for row in table.rows:
         rec = {"method": row.method, "seeds": row.n}
         for c in COLUMNS:
-            rec[f"{c.label} {c.arrow}"] = cell(row.mean.get(c.key, math.nan), row.std.get(c.key, math.nan), c.digits)
+            rec[f"{c.label} {c.arrow}"] = column_cell(row, c)
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
