@@ -202,6 +202,8 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
             on_step_end=evaluation.periodic(tracker, model, reference) if main else None,
             sync=GradientSync() if ranks.distributed else None,
             probe=probe if main else None, probe_every=probe_every,
+            track_update=bool(t.get("track_update", True)),
+            aggregation_metric=str(t.get("aggregation_metric", "euclidean")),
         )
         if restored is not None:
             trainer.load_state_dict(restored.state["trainer"])

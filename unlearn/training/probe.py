@@ -21,8 +21,6 @@ import torch
 
 from unlearn.data.stream import BatchStream
 from unlearn.data.types import Example
-from unlearn.losses import kl_to_reference, retain_cross_entropy
-from unlearn.losses.tokens import answer_token_logprobs, masked_mean
 from unlearn.training.objectives import ThreeObjectives
 
 
@@ -50,25 +48,16 @@ class LossProbe:
         device = next(obj.model.parameters()).device
         was_training = obj.model.training
         obj.model.eval()
-        sums = dict.fromkeys(("forget", "forget_nll", "kl", "retain"), 0.0)
+        sums: dict[str, float] = {}
         try:
-            for batch in self.forget:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                ref = obj._ref_logits(batch) if obj.forget_loss.needs_reference else None
-                logits = obj._logits(batch)
-                sums["forget"] += float(obj.forget_loss(logits, batch["labels"], ref))
-                logp, mask = answer_token_logprobs(logits, batch["labels"])
-                sums["forget_nll"] += float(-masked_mean(logp, mask))
-            for batch in self.normal:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                logits = obj._logits(batch)
-                sums["kl"] += float(kl_to_reference(logits, obj._ref_logits(batch), batch["labels"]))
-                sums["retain"] += float(retain_cross_entropy(logits, batch["labels"]))
+            for role, batches in (("forget_batch", self.forget), ("normal_batch", self.normal)):
+                for batch in batches:
+                    values = obj.losses(**{role: {k: v.to(device) for k, v in batch.items()}})
+                    for key, value in values.items():
+                        sums[key] = sums.get(key, 0.0) + value / len(batches)
         finally:
             obj.model.train(was_training)
-        counts = {"forget": len(self.forget), "forget_nll": len(self.forget),
-                  "kl": len(self.normal), "retain": len(self.normal)}
-        return {f"probe/{k}": v / counts[k] for k, v in sums.items()}
+        return {f"probe/{k}": v for k, v in sums.items()}
 
 
 def _fixed_batches(

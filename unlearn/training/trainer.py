@@ -7,8 +7,21 @@
 4. ``p.grad ← Σ_i w_i g_i`` and an optimizer step.
 
 Every step is one line of ``metrics.jsonl`` (and a W&B log call) with ``loss/*``,
-``grad_norm/*`` = √K_ii, ``weight/*`` = w_i, ``descent/*`` = g_i·d = (K w)_i, the pairwise
-cosines and timings. A non-finite loss, gradient, Gramian, aggregator weight or combined
+``grad_norm/*`` = √K_ii, ``weight/*`` = w_i, ``descent/*`` = (K w)_i (the aggregator's promise:
+g_i·d, or g_i·P d under preconditioned aggregation), the pairwise cosines and timings.
+
+**The update that reached the weights** (``track_update``, on by default): with
+``u = θ_before − θ_after`` the step's actual change, ``descent_update/*`` = g_i·u (> 0: the step
+lowered objective i to first order) and ``cos/direction_update`` = cos(d, u). This is the number
+to read: AdamW rescales every coordinate, so u is not d and ``descent/*`` ≥ 0 does not make
+``descent_update/*`` ≥ 0. Cost: one copy of the trainable parameters and an (m+2)-row Gramian pass
+per step.
+
+**Aggregating in the optimizer's metric** (``aggregation_metric="preconditioned"``, with an
+optimizer exposing ``preconditioners()``, i.e. :class:`~unlearn.training.optimizers.LaggedAdam`):
+the weights are computed on ``K_P = G P Gᵀ`` with the diagonal P that the coming step applies,
+u = lr P d, so ``g_j·u = lr (K_P w)_j`` and every common-descent aggregator keeps the guarantee on
+the real update. A non-finite loss, gradient, Gramian, aggregator weight or combined
 direction skips the step: nothing reaches the optimizer, the skip is counted (``skipped_total``),
 logged (a ``skip_reason`` in ``metrics.jsonl`` and a warning) and ``max_consecutive_skips`` in a
 row stop the run with :class:`TooManySkippedSteps`.
@@ -55,6 +68,8 @@ from unlearn.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+AGGREGATION_METRICS = ("euclidean", "preconditioned")
+
 
 class TooManySkippedSteps(RuntimeError):
     """Raised after ``max_consecutive_skips`` non-finite steps in a row."""
@@ -95,9 +110,23 @@ class UnlearningTrainer:
         sync: GradientSync | None = None,
         probe: Callable[[], dict[str, float]] | None = None,
         probe_every: int = 0,
+        track_update: bool = True,
+        aggregation_metric: str = "euclidean",
     ) -> None:
         if max_steps < 0 or grad_accum_steps < 1:
             raise ValueError("max_steps must be ≥ 0 and grad_accum_steps ≥ 1")
+        if aggregation_metric not in AGGREGATION_METRICS:
+            raise ValueError(f"trainer.aggregation_metric={aggregation_metric!r}: expected one of "
+                             f"{', '.join(AGGREGATION_METRICS)}")
+        if aggregation_metric == "preconditioned" and not hasattr(optimizer, "preconditioners"):
+            raise ValueError(
+                "trainer.aggregation_metric=preconditioned needs an optimizer whose diagonal "
+                f"preconditioner is known before the step; {type(optimizer).__name__} has none. "
+                "Pass optimizer=lagged_adam (or trainer.aggregation_metric=euclidean)"
+            )
+        if aggregation_metric == "preconditioned" and not track_gradients:
+            raise ValueError("trainer.aggregation_metric=preconditioned needs the per-objective "
+                             "gradients: set trainer.track_gradients=true")
         if max_consecutive_skips < 1 or checkpoint_every < 0:
             raise ValueError("max_consecutive_skips must be ≥ 1 and checkpoint_every ≥ 0")
         self.model = model
@@ -127,6 +156,8 @@ class UnlearningTrainer:
         # probe/* (losses on fixed training batches) at the start of every probe_every-th step
         self.probe = probe if probe_every > 0 else None
         self.probe_every = probe_every
+        self.track_update = track_update
+        self.aggregation_metric = aggregation_metric
         self.step = 0
         self.skipped = 0
         self._consecutive_skips = 0
@@ -232,20 +263,20 @@ class UnlearningTrainer:
             return self._skip(record, failure, t_start)
         try:
             t_agg = time.perf_counter()
-            gramian = accumulate_gramian(grads, workspace=self._workspace)
-            if not torch.isfinite(gramian).all():
-                # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
-                bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(gramian[i, i])]
-                raise FloatingPointError(
-                    "the gradient Gramian has NaN or Inf entries ("
-                    + (f"gradient of {', '.join(bad)}" if bad else "overflow in the products") + ")"
-                )
-            result = self.aggregator(gramian)
+            gramian = self._checked_gramian(grads)
+            metric_gramian = gramian
+            if self.aggregation_metric == "preconditioned":
+                preconditioners = self.optimizer.preconditioners(self.params, grads)
+                metric_gramian = self._checked_gramian(grads, preconditioners)
+                del preconditioners
+            result = self.aggregator(metric_gramian)
             weights = result.weights
             if not torch.isfinite(weights).all():
                 raise FloatingPointError(f"the aggregator returned non-finite weights {weights.tolist()}")
-            combine_into_grad(self.params, grads, weights.tolist())
-            del grads
+            directions = combine_into_grad(self.params, grads, weights.tolist(),
+                                           consume=not self.track_update)
+            if not self.track_update:
+                del grads
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
             if not math.isfinite(float(norm)):
                 raise FloatingPointError("the combined update direction has NaN or Inf entries")
@@ -253,8 +284,14 @@ class UnlearningTrainer:
         except FloatingPointError as exc:
             return self._skip(record, str(exc), t_start)
 
+        before = [p.detach().clone() for p in self.params] if self.track_update else None
         self._optimizer_step(norm)
-        descent = gramian @ weights
+        if before is not None:
+            t_update = time.perf_counter()
+            record.update(self._update_record(grads, directions, before))
+            del grads, before
+            record["time/update_check_s"] = time.perf_counter() - t_update
+        descent = metric_gramian @ weights
         cos = cosines(gramian)
         for i, name in enumerate(OBJECTIVES):
             record[f"loss/{name}"] = losses[name]
@@ -272,6 +309,32 @@ class UnlearningTrainer:
         self.step += 1
         self._consecutive_skips = 0
         return record
+
+    def _checked_gramian(self, grads: Grads, metric: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """K (or K_P with ``metric``); FloatingPointError if an entry is NaN or Inf."""
+        gramian = accumulate_gramian(grads, workspace=self._workspace, metric=metric)
+        if not torch.isfinite(gramian).all():
+            # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
+            bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(gramian[i, i])]
+            raise FloatingPointError(
+                "the gradient Gramian has NaN or Inf entries ("
+                + (f"gradient of {', '.join(bad)}" if bad else "overflow in the products") + ")"
+            )
+        return gramian
+
+    def _update_record(self, grads: Grads, directions: list[torch.Tensor],
+                       before: list[torch.Tensor]) -> dict[str, float]:
+        """``descent_update/*`` = g_i·u and ``cos/direction_update`` = cos(d, u), with
+        u = θ_before − θ_after written into ``before`` (in place: no second copy)."""
+        for b, p in zip(before, self.params):
+            b.sub_(p.detach())
+        rows = [*grads, directions, before]
+        products = accumulate_gramian(rows, workspace=self._workspace)
+        m = len(grads)
+        out = {f"descent_update/{name}": float(products[i, m + 1]) for i, name in enumerate(OBJECTIVES)}
+        out["cos/direction_update"] = float(cosines(products)[m, m + 1])
+        out["update_norm"] = float(products[m + 1, m + 1].clamp_min(0).sqrt())
+        return out
 
     def _optimizer_step(self, grad_norm: torch.Tensor) -> None:
         if self.max_grad_norm:
