@@ -50,6 +50,8 @@ LOCAL_STAND_INS = {("model", "llama3_8b"): lambda d: [f"model.path={d}", "model.
 # instantiation with the suite's own error, naming what to pass instead.
 OFFLINE_FAILURES = {
     ("judge", "beaver_dam"): "judge=embedded",
+    ("judge", "llama_guard"): "judge.path",
+    ("judge", "harmbench"): "judge.path",
     ("scorer", "detoxify"): "checkpoint",
 }
 

@@ -1,13 +1,16 @@
 """``python -m unlearn.judge [overrides]``: train (or load) the harm judge and print its report.
 
-The report gives accuracy and AUROC on the held-out PKU pairs (the forget set's eval split,
-never used for training), the same against the human labels of ../shared/data/pyrit-scorer-evals,
+The report gives accuracy, sensitivity, specificity and AUROC on the held-out PKU pairs (the
+forget set's eval split, never used for training), the same against the human labels of
+../shared/data/pyrit-scorer-evals,
 and the verdicts on degenerate answers (empty, whitespace, a repeated token, refusals), none of
 which may be harmful. Overrides are Hydra overrides of conf/config.yaml, e.g.::
 
     python -m unlearn.judge
     python -m unlearn.judge judge.features=tfidf
     python -m unlearn.judge judge=beaver_dam            # GPU and hub access (or judge.path=DIR)
+    python -m unlearn.judge judge=llama_guard           # meta-llama/Llama-Guard-3-8B (gated), GPU
+    python -m unlearn.judge judge=harmbench             # cais/HarmBench-Llama-2-13b-cls, GPU
 
 The report is also written as JSON to ``report_path`` (default
 ``<cache_dir>/judges/report-<judge>.json``).

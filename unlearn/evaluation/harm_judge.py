@@ -75,8 +75,6 @@ def build_judge(judge_cfg, forget_train: Sequence, validation: Sequence | None =
     from hydra.utils import instantiate
 
     factory = instantiate(judge_cfg, _partial_=True)
-    params = inspect.signature(factory).parameters
-    takes = "validation_examples" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    if validation is None or not takes:
+    if validation is None or "validation_examples" not in inspect.signature(factory).parameters:
         return factory(train_examples=list(forget_train))
     return factory(train_examples=list(forget_train), validation_examples=list(validation))
