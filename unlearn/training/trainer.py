@@ -18,7 +18,7 @@ to read: AdamW rescales every coordinate, so u is not d and ``descent/*`` ≥ 0 
 per step.
 
 **Aggregating in the optimizer's metric** (``aggregation_metric="preconditioned"``, with an
-optimizer exposing ``preconditioners()``, i.e. :class:`~unlearn.training.optimizers.LaggedAdam`):
+optimizer exposing ``preconditioners()``, i.e. :class:`~unlearn.training.optimizers.MetricAdam`):
 the weights are computed on ``K_P = G P Gᵀ`` with the diagonal P that the coming step applies,
 u = lr P d, so ``g_j·u = lr (K_P w)_j`` and every common-descent aggregator keeps the guarantee on
 the real update. A non-finite loss, gradient, Gramian, aggregator weight or combined
@@ -122,7 +122,7 @@ class UnlearningTrainer:
             raise ValueError(
                 "trainer.aggregation_metric=preconditioned needs an optimizer whose diagonal "
                 f"preconditioner is known before the step; {type(optimizer).__name__} has none. "
-                "Pass optimizer=lagged_adam (or trainer.aggregation_metric=euclidean)"
+                "Pass optimizer=metric_adam (or trainer.aggregation_metric=euclidean)"
             )
         if aggregation_metric == "preconditioned" and not track_gradients:
             raise ValueError("trainer.aggregation_metric=preconditioned needs the per-objective "
@@ -265,9 +265,10 @@ class UnlearningTrainer:
             t_agg = time.perf_counter()
             gramian = self._checked_gramian(grads)
             metric_gramian = gramian
-            if self.aggregation_metric == "preconditioned":
+            if hasattr(self.optimizer, "preconditioners"):  # P of this step, before w is chosen
                 preconditioners = self.optimizer.preconditioners(self.params, grads)
-                metric_gramian = self._checked_gramian(grads, preconditioners)
+                if self.aggregation_metric == "preconditioned":
+                    metric_gramian = self._checked_gramian(grads, preconditioners)
                 del preconditioners
             result = self.aggregator(metric_gramian)
             weights = result.weights
