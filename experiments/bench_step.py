@@ -5,7 +5,10 @@ interleaved round by round (rotating their order) so machine noise hits them ali
 use the same fixed batches:
 
 * ``weighted_sum_1bw``: one backward pass of Σ c_i L_i, what a one-script baseline costs;
-* ``weighted_sum``, ``mgda``, ``dual``: three per-objective gradients → Gramian → weights.
+* ``weighted_sum``, ``mgda``, ``dual``: three per-objective gradients → Gramian → weights
+  (AdamW), with the update check on (``descent_update/*``, the default);
+* ``dual_preconditioned``: ``dual`` on K_P = G P Gᵀ with :class:`MetricAdam`
+  (``optimizer=metric_adam trainer.aggregation_metric=preconditioned``): one more Gramian pass.
 
 Printed and written as JSON: median step time, the ratios to ``weighted_sum_1bw``, the share
 of the step spent in the aggregator's own math (Gramian + weights + combination), and memory.
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("weighted_sum_1bw", "weighted_sum", "mgda", "dual")
+VARIANTS = ("weighted_sum_1bw", "weighted_sum", "mgda", "dual", "dual_preconditioned")
 
 
 class FixedBatch:
@@ -49,6 +52,7 @@ def build(model_name: str, data_dir: str, batch: int, length: int, lr: float):
     from unlearn.data.pku_saferlhf import forget_examples
     from unlearn.data.stream import BatchStream
     from unlearn.training.objectives import ThreeObjectives
+    from unlearn.training.optimizers import MetricAdam
     from unlearn.training.reference import frozen_copy_reference
     from unlearn.training.trainer import UnlearningTrainer
     from unlearn.tracking import Tracker
@@ -66,7 +70,7 @@ def build(model_name: str, data_dir: str, batch: int, length: int, lr: float):
         FixedBatch(BatchStream(normal.train, loaded.tokenizer, batch, length, seed=1)),
     ]
     aggregators = {"weighted_sum_1bw": WeightedSum(), "weighted_sum": WeightedSum(),
-                   "mgda": MGDA(), "dual": DualSpace()}
+                   "mgda": MGDA(), "dual": DualSpace(), "dual_preconditioned": DualSpace()}
 
     class NullTracker(Tracker):
         def __init__(self) -> None:
@@ -83,7 +87,9 @@ def build(model_name: str, data_dir: str, batch: int, length: int, lr: float):
         max_steps=10**9, progress_bar=False,
     )
     n_params = sum(p.numel() for p in params)
-    return trainer, aggregators, n_params, loaded.name
+    optimizers = {v: trainer.optimizer for v in aggregators}
+    optimizers["dual_preconditioned"] = MetricAdam(params, lr=lr)
+    return trainer, aggregators, optimizers, n_params, loaded.name
 
 
 def peak_rss() -> int:
@@ -91,14 +97,18 @@ def peak_rss() -> int:
 
 
 def bench_model(model_name: str, data_dir: str, rounds: int, batch: int, length: int) -> dict:
-    trainer, aggregators, n_params, name = build(model_name, data_dir, batch, length, lr=1e-6)
+    trainer, aggregators, optimizers, n_params, name = build(model_name, data_dir, batch, length, lr=1e-6)
     times = {v: [] for v in VARIANTS}
     agg_times = {v: [] for v in VARIANTS}
+    update_times = {v: [] for v in VARIANTS}
     rss_after = {}
     for r in range(rounds + 1):  # round 0 is warm-up, in a fixed order (for the memory reading)
-        order = VARIANTS if r == 0 else VARIANTS[r % 4:] + VARIANTS[: r % 4]
+        k = r % len(VARIANTS)
+        order = VARIANTS if r == 0 else VARIANTS[k:] + VARIANTS[:k]
         for variant in order:
             trainer.aggregator = aggregators[variant]
+            trainer.optimizer = optimizers[variant]
+            trainer.aggregation_metric = "preconditioned" if variant == "dual_preconditioned" else "euclidean"
             trainer.track_gradients = variant != "weighted_sum_1bw"
             t0 = time.perf_counter()
             record = trainer.train_step()
@@ -110,6 +120,8 @@ def bench_model(model_name: str, data_dir: str, rounds: int, batch: int, length:
                 continue
             times[variant].append(elapsed)
             agg_times[variant].append(record.get("time/aggregator_s", 0.0))
+            if "time/update_check_s" in record:
+                update_times[variant].append(record["time/update_check_s"])
     median = {v: statistics.median(times[v]) for v in VARIANTS}
     base = median["weighted_sum_1bw"]
     grad_bytes = 4 * n_params  # one fp32 copy of the trainable parameters
@@ -124,6 +136,7 @@ def bench_model(model_name: str, data_dir: str, rounds: int, batch: int, length:
                               for v in VARIANTS if v != "weighted_sum_1bw"},
         "peak_rss_bytes_after_first_step": rss_after,
         "extra_peak_rss_vs_1bw_bytes": {v: rss_after[v] - rss_after["weighted_sum_1bw"] for v in VARIANTS},
+        "update_check_s": {v: statistics.median(u) for v, u in update_times.items() if u},
         "memory_budget_bytes": (3 + 1) * grad_bytes,
         "gradient_buffers_bytes": 3 * grad_bytes,
     }
@@ -147,12 +160,19 @@ def main(argv: list[str] | None = None) -> dict:
     for res in results["models"]:
         print(f"\n== {res['model']} ({res['trainable_params']:,} trainable params; {res['batch']}; "
               f"{res['rounds']} interleaved rounds)")
-        print(f"{'variant':<18}{'median step s':>14}{'ratio':>8}{'agg math':>10}{'extra RSS MB':>14}")
+        print(f"{'variant':<22}{'median step s':>14}{'ratio':>8}{'agg math':>10}{'update chk s':>14}"
+              f"{'extra RSS MB':>14}")
         for v in VARIANTS:
             share = res["aggregator_share"].get(v)
-            print(f"{v:<18}{res['median_step_s'][v]:>14.3f}{res['ratio_to_weighted_sum_1bw'][v]:>8.2f}"
+            check = res["update_check_s"].get(v)
+            print(f"{v:<22}{res['median_step_s'][v]:>14.3f}{res['ratio_to_weighted_sum_1bw'][v]:>8.2f}"
                   f"{'' if share is None else f'{100 * share:.2f}%':>10}"
+                  f"{'' if check is None else f'{check:.3f}':>14}"
                   f"{res['extra_peak_rss_vs_1bw_bytes'][v] / 2**20:>14.0f}")
+        ratios = res["ratio_to_weighted_sum_1bw"]
+        print(f"dual / weighted_sum (1 backward) = {ratios['dual']:.2f}; "
+              f"dual_preconditioned / weighted_sum (1 backward) = {ratios['dual_preconditioned']:.2f} "
+              "(goal ≤ 1.3 for both)")
         print(f"memory budget (m+1) x params x 4 B = {res['memory_budget_bytes'] / 2**20:.0f} MB; "
               f"three gradient buffers = {res['gradient_buffers_bytes'] / 2**20:.0f} MB")
     out = Path(args.out)

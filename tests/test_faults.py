@@ -193,11 +193,12 @@ def test_overflow_in_the_combined_direction_skips_the_step(loaded, tmp_path, mon
     """E.g. Σ w_i g_i overflowing when cast to a half-precision parameter dtype."""
     real, calls = trainer_module.combine_into_grad, []
 
-    def combine(params, grads, weights):
+    def combine(params, grads, weights, consume=True, out=None):
         calls.append(1)
-        real(params, grads, weights)
+        directions = real(params, grads, weights, consume=consume, out=out)
         if len(calls) == 2:
             params[0].grad[0, 0] = math.inf
+        return directions
 
     monkeypatch.setattr(trainer_module, "combine_into_grad", combine)
     trainer = make_trainer(loaded, tmp_path)

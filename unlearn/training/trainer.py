@@ -152,6 +152,7 @@ class UnlearningTrainer:
         # one-script baseline); grad_norm/* and descent/* are then not logged.
         self.track_gradients = track_gradients
         self._workspace = GramianWorkspace()  # reused across steps: no fresh stacking buffers
+        self._buffers: dict[str, list[torch.Tensor] | None] = {}  # d and θ_before (track_update)
         self.sync = sync  # data parallel: mean of losses and gradients over the ranks
         # probe/* (losses on fixed training batches) at the start of every probe_every-th step
         self.probe = probe if probe_every > 0 else None
@@ -274,8 +275,8 @@ class UnlearningTrainer:
             weights = result.weights
             if not torch.isfinite(weights).all():
                 raise FloatingPointError(f"the aggregator returned non-finite weights {weights.tolist()}")
-            directions = combine_into_grad(self.params, grads, weights.tolist(),
-                                           consume=not self.track_update)
+            combine_into_grad(self.params, grads, weights.tolist(),
+                              consume=not self.track_update, out=self._direction_buffers())
             if not self.track_update:
                 del grads
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
@@ -285,12 +286,12 @@ class UnlearningTrainer:
         except FloatingPointError as exc:
             return self._skip(record, str(exc), t_start)
 
-        before = [p.detach().clone() for p in self.params] if self.track_update else None
+        before = self._snapshot() if self.track_update else None
         self._optimizer_step(norm)
         if before is not None:
             t_update = time.perf_counter()
-            record.update(self._update_record(grads, directions, before))
-            del grads, before
+            record.update(self._update_record(grads, weights, gramian, before))
+            del grads
             record["time/update_check_s"] = time.perf_counter() - t_update
         descent = metric_gramian @ weights
         cos = cosines(gramian)
@@ -323,18 +324,40 @@ class UnlearningTrainer:
             )
         return gramian
 
-    def _update_record(self, grads: Grads, directions: list[torch.Tensor],
+    def _direction_buffers(self) -> list[torch.Tensor] | None:
+        """Wide buffers for d when the gradients must survive the step (reused, no page faults)."""
+        if not self.track_update:
+            return None
+        if self._buffers.get("direction") is None:
+            self._buffers["direction"] = [
+                torch.empty_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for p in self.params]
+        return self._buffers["direction"]
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        """θ_before, copied into a buffer reused across steps."""
+        if self._buffers.get("before") is None:
+            self._buffers["before"] = [torch.empty_like(p) for p in self.params]
+        for b, p in zip(self._buffers["before"], self.params):
+            b.copy_(p.detach())
+        return self._buffers["before"]
+
+    def _update_record(self, grads: Grads, weights: torch.Tensor, gramian: torch.Tensor,
                        before: list[torch.Tensor]) -> dict[str, float]:
         """``descent_update/*`` = g_i·u and ``cos/direction_update`` = cos(d, u), with
-        u = θ_before − θ_after written into ``before`` (in place: no second copy)."""
+        u = θ_before − θ_after written into ``before`` (in place). One (m+1)-row pass over
+        [g_1 … g_m, u]; d·u = Σ_i w_i (g_i·u) and ‖d‖² = wᵀKw come from it and K."""
         for b, p in zip(before, self.params):
             b.sub_(p.detach())
-        rows = [*grads, directions, before]
-        products = accumulate_gramian(rows, workspace=self._workspace)
         m = len(grads)
-        out = {f"descent_update/{name}": float(products[i, m + 1]) for i, name in enumerate(OBJECTIVES)}
-        out["cos/direction_update"] = float(cosines(products)[m, m + 1])
-        out["update_norm"] = float(products[m + 1, m + 1].clamp_min(0).sqrt())
+        products = accumulate_gramian([*grads, before], workspace=self._workspace)
+        g_dot_u = products[:m, m]
+        u_sq = float(products[m, m].clamp_min(0))
+        d_dot_u = float(weights @ g_dot_u)
+        d_sq = float((weights @ gramian @ weights).clamp_min(0))
+        out = {f"descent_update/{name}": float(g_dot_u[i]) for i, name in enumerate(OBJECTIVES)}
+        denom = math.sqrt(d_sq * u_sq)
+        out["cos/direction_update"] = d_dot_u / denom if denom > 0 else 0.0
+        out["update_norm"] = math.sqrt(u_sq)
         return out
 
     def _optimizer_step(self, grad_norm: torch.Tensor) -> None:
