@@ -159,16 +159,16 @@ def test_nan_gradient_with_finite_loss_skips_the_step(loaded, tmp_path) -> None:
 
 
 def test_inf_gramian_skips_the_step(loaded, tmp_path, monkeypatch) -> None:
-    real, calls = trainer_module.accumulate_gramian, []
+    real, calls = trainer_module.accumulate_gramians, []
 
-    def gramian(grads, **kwargs):
+    def gramians(grads, metric, **kwargs):
         calls.append(1)
-        k = real(grads)
+        k, k_p = real(grads, metric)
         if len(calls) == 1:
             k[1, 1] = math.inf
-        return k
+        return k, k_p
 
-    monkeypatch.setattr(trainer_module, "accumulate_gramian", gramian)
+    monkeypatch.setattr(trainer_module, "accumulate_gramians", gramians)
     trainer = make_trainer(loaded, tmp_path)
     _, before, after = train_watching(trainer, 1)
     assert_skipped_only(tmp_path, trainer, 1, "gradient of kl", before, after)

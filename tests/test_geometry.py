@@ -250,3 +250,15 @@ def test_public_losses_entry_matches_the_training_losses(make_config) -> None:
         assert values[name] == pytest.approx(trained[name], rel=1e-6, abs=1e-9)
     assert values["forget_nll"] > 0
     assert not any(p.grad is not None for p in loaded.model.parameters())
+
+
+def test_metric_adam_checkpoints_hold_no_per_step_buffers() -> None:
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = MetricAdam([p], lr=0.1)
+    opt.preconditioners([p], [[torch.ones(4)]])
+    p.grad = torch.ones(4)
+    opt.step()
+    state = opt.state_dict()["state"][0]
+    assert set(state) == {"v", "step"} and "precond" in opt.state[p]  # the live buffer stays
+    again = MetricAdam([torch.nn.Parameter(torch.ones(4))], lr=0.1)
+    again.load_state_dict(opt.state_dict())

@@ -62,12 +62,26 @@ def accumulate_gramian(
     of every gradient (measured on the SmolLM2 shapes, 2 CPU cores; tests/test_gramian.py
     checks the accuracy).
     """
+    if metric is None:
+        return accumulate_gramians(grads, None, chunk, workspace)[0]
+    return accumulate_gramians(grads, metric, chunk, workspace)[1]
+
+
+def accumulate_gramians(
+    grads: Grads,
+    metric: Sequence[torch.Tensor] | None,
+    chunk: int = CHUNK,
+    workspace: GramianWorkspace | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(K, K^P)`` from one stacking pass (K^P is None without ``metric``): the stacked segment
+    gives K, is scaled by √P in place and gives K^P, so the gradients are read once."""
     m = len(grads)
     workspace = workspace or GramianWorkspace()
-    gramian = torch.zeros(m, m, dtype=torch.float64)
+    plain = torch.zeros(m, m, dtype=torch.float64)
+    scaled = None if metric is None else torch.zeros(m, m, dtype=torch.float64)
     for k, per_param in enumerate(zip(*grads)):
         flat = [g.reshape(-1) for g in per_param]
-        root = None if metric is None else metric[k].reshape(-1)
+        weight = None if metric is None else metric[k].reshape(-1)
         n = flat[0].numel()
         buffer = workspace.get(m, n, flat[0].device)
         for start in range(0, n, SEGMENT):
@@ -75,10 +89,46 @@ def accumulate_gramian(
             jac = buffer[: m * length].view(m, length)
             for i, f in enumerate(flat):
                 jac[i].copy_(f[start : start + length])
-            if root is not None:
-                jac.mul_(root[start : start + length].float().sqrt())
-            gramian += _chunked_products(jac, chunk)
-    return gramian
+            plain += _chunked_products(jac, chunk)
+            if weight is not None:
+                jac.mul_(weight[start : start + length].float().sqrt())
+                scaled += _chunked_products(jac, chunk)
+    return plain, scaled
+
+
+def accumulate_dots(grads: Grads, vector: Sequence[torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
+    """``(g_1·v, …, g_m·v, v·v)`` in float64, reading every tensor once and copying none.
+
+    Per tensor, each product runs as a batched (1×chunk)·(chunk×1) GEMM over ``chunk``-long
+    blocks in fp32 (bf16 upcast one segment at a time) and the blocks are summed in float64:
+    the same accuracy as :func:`accumulate_gramian` at about a third of its memory traffic for
+    m + 1 rows against one vector.
+    """
+    m = len(grads)
+    out = torch.zeros(m + 1, dtype=torch.float64)
+    for k, v in enumerate(vector):
+        flat_v = v.reshape(-1)
+        rows = [g[k].reshape(-1) for g in grads]
+        n = flat_v.numel()
+        for start in range(0, n, SEGMENT):
+            seg_v = flat_v[start : start + SEGMENT].float()
+            for i, row in enumerate(rows):
+                out[i] += _chunked_dot(row[start : start + SEGMENT].float(), seg_v, chunk)
+            out[m] += _chunked_dot(seg_v, seg_v, chunk)
+    return out
+
+
+def _chunked_dot(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``a·b`` in float64 from fp32 partial sums over ``chunk``-long blocks (contiguous 1-D)."""
+    n = a.numel()
+    full = (n // chunk) * chunk
+    total = torch.zeros((), dtype=torch.float64)
+    if full:
+        blocks = torch.bmm(a[:full].view(-1, 1, chunk), b[:full].view(-1, chunk, 1))
+        total += blocks.to(torch.float64).sum().cpu()
+    if full < n:
+        total += (a[full:].double() @ b[full:].double()).cpu()
+    return total
 
 
 def _chunked_products(jac: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -116,13 +166,14 @@ def combine_into_grad(
     for k, param in enumerate(params):
         first = grads[0][k]
         wide = torch.promote_types(first.dtype, torch.float32)
-        if out is not None:
-            acc = out[k].copy_(first)
+        if out is not None and first.dtype == wide:
+            acc = torch.mul(first, float(weights[0]), out=out[k])
+        elif out is not None:  # upcast first: a bf16 product would round before the sum
+            acc = out[k].copy_(first).mul_(float(weights[0]))
         elif consume and first.dtype == wide:
-            acc = first
+            acc = first.mul_(float(weights[0]))
         else:
-            acc = first.to(wide, copy=True)
-        acc.mul_(float(weights[0]))
+            acc = first.to(wide, copy=True).mul_(float(weights[0]))
         for i in range(1, len(grads)):
             if weights[i] != 0.0:
                 acc.add_(grads[i][k].to(wide), alpha=float(weights[i]))

@@ -42,14 +42,33 @@ class MetricAdam(torch.optim.Optimizer):
             )
         super().__init__(params, dict(lr=lr, beta2=beta2, eps=eps, weight_decay=weight_decay))
 
+    def state_dict(self) -> dict:
+        """Without the per-step P buffers (recomputed from v at the next step): checkpoints stay
+        the size of RMSprop's."""
+        packed = super().state_dict()
+        packed["state"] = {k: {n: t for n, t in v.items() if n not in ("precond", "fresh")}
+                           for k, v in packed["state"].items()}
+        return packed
+
     @staticmethod
-    def _observe(state: dict, squares: torch.Tensor, group: dict) -> torch.Tensor:
-        """Fold ``squares`` into v and return P = 1/(√v̂ + ε) for the coming step."""
-        v = state.setdefault("v", torch.zeros_like(squares))
+    def _observe(state: dict, group: dict) -> torch.Tensor:
+        """Fold ``state['precond']`` (holding the new squares) into v; leave P = 1/(√v̂ + ε) there.
+
+        In place on two buffers per parameter (v and P), reused every step: no allocation."""
+        squares = state["precond"]
+        v = state.get("v")
+        if v is None:
+            v = state["v"] = torch.zeros_like(squares)
         state["step"] = state.get("step", 0) + 1
         v.mul_(group["beta2"]).add_(squares, alpha=1.0 - group["beta2"])
-        v_hat = v / (1.0 - group["beta2"] ** state["step"])
-        return 1.0 / (v_hat.sqrt_() + group["eps"])
+        bias = 1.0 - group["beta2"] ** state["step"]
+        return torch.div(v, bias, out=squares).sqrt_().add_(group["eps"]).reciprocal_()
+
+    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if state.get("precond") is None:
+            state["precond"] = torch.empty_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
+        return state["precond"]
 
     @torch.no_grad()
     def preconditioners(
@@ -60,10 +79,13 @@ class MetricAdam(torch.optim.Optimizer):
         groups = {id(p): g for g in self.param_groups for p in g["params"]}
         out = []
         for k, p in enumerate(params):
-            squares = sum(g[k].float().square() for g in grads) / len(grads)
-            state = self.state[p]
-            state["precond"] = self._observe(state, squares, groups[id(p)])
-            out.append(state["precond"])
+            squares = self._buffer(p)
+            squares.copy_(grads[0][k]).square_()
+            for g in grads[1:]:
+                squares.addcmul_(g[k], g[k])
+            squares.div_(len(grads))
+            self.state[p]["fresh"] = True
+            out.append(self._observe(self.state[p], groups[id(p)]))
         return out
 
     @torch.no_grad()
@@ -73,10 +95,13 @@ class MetricAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                d = p.grad.float()
                 state = self.state[p]
-                precond = state.pop("precond", None)
-                if precond is None:  # no per-objective gradients this step: v from d²
-                    precond = self._observe(state, d.square(), group)
-                p.add_((d * precond).to(p.dtype), alpha=-group["lr"])
+                if not state.pop("fresh", False):  # no per-objective gradients this step: v from d²
+                    self._buffer(p).copy_(p.grad).square_()
+                    self._observe(state, group)
+                precond = state["precond"]
+                if p.dtype == precond.dtype:
+                    p.addcmul_(p.grad, precond, value=-group["lr"])
+                else:
+                    p.add_((p.grad.float() * precond).to(p.dtype), alpha=-group["lr"])
         return loss

@@ -57,7 +57,8 @@ from unlearn.training.distributed import GradientSync
 from unlearn.training.gramian import (
     Grads,
     GramianWorkspace,
-    accumulate_gramian,
+    accumulate_dots,
+    accumulate_gramians,
     add_into,
     combine_into_grad,
     cosines,
@@ -264,13 +265,13 @@ class UnlearningTrainer:
             return self._skip(record, failure, t_start)
         try:
             t_agg = time.perf_counter()
-            gramian = self._checked_gramian(grads)
-            metric_gramian = gramian
+            preconditioners = None
             if hasattr(self.optimizer, "preconditioners"):  # P of this step, before w is chosen
                 preconditioners = self.optimizer.preconditioners(self.params, grads)
-                if self.aggregation_metric == "preconditioned":
-                    metric_gramian = self._checked_gramian(grads, preconditioners)
-                del preconditioners
+            if self.aggregation_metric != "preconditioned":
+                preconditioners = None
+            gramian, metric_gramian = self._checked_gramians(grads, preconditioners)
+            del preconditioners
             result = self.aggregator(metric_gramian)
             weights = result.weights
             if not torch.isfinite(weights).all():
@@ -312,17 +313,19 @@ class UnlearningTrainer:
         self._consecutive_skips = 0
         return record
 
-    def _checked_gramian(self, grads: Grads, metric: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """K (or K_P with ``metric``); FloatingPointError if an entry is NaN or Inf."""
-        gramian = accumulate_gramian(grads, workspace=self._workspace, metric=metric)
-        if not torch.isfinite(gramian).all():
-            # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
-            bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(gramian[i, i])]
-            raise FloatingPointError(
-                "the gradient Gramian has NaN or Inf entries ("
-                + (f"gradient of {', '.join(bad)}" if bad else "overflow in the products") + ")"
-            )
-        return gramian
+    def _checked_gramians(self, grads: Grads, metric: list[torch.Tensor] | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, K_P) from one pass (K_P = K without ``metric``); FloatingPointError on NaN/Inf."""
+        gramian, scaled = accumulate_gramians(grads, metric, workspace=self._workspace)
+        for k in (gramian, scaled):
+            if k is not None and not torch.isfinite(k).all():
+                # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
+                bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(k[i, i])]
+                raise FloatingPointError(
+                    "the gradient Gramian has NaN or Inf entries ("
+                    + (f"gradient of {', '.join(bad)}" if bad else "overflow in the products") + ")"
+                )
+        return gramian, gramian if scaled is None else scaled
 
     def _direction_buffers(self) -> list[torch.Tensor] | None:
         """Wide buffers for d when the gradients must survive the step (reused, no page faults)."""
@@ -344,14 +347,14 @@ class UnlearningTrainer:
     def _update_record(self, grads: Grads, weights: torch.Tensor, gramian: torch.Tensor,
                        before: list[torch.Tensor]) -> dict[str, float]:
         """``descent_update/*`` = g_i·u and ``cos/direction_update`` = cos(d, u), with
-        u = θ_before − θ_after written into ``before`` (in place). One (m+1)-row pass over
-        [g_1 … g_m, u]; d·u = Σ_i w_i (g_i·u) and ‖d‖² = wᵀKw come from it and K."""
+        u = θ_before − θ_after written into ``before`` (in place). One pass of chunked dot
+        products g_i·u and u·u; d·u = Σ_i w_i (g_i·u) and ‖d‖² = wᵀKw follow from them and K."""
         for b, p in zip(before, self.params):
             b.sub_(p.detach())
         m = len(grads)
-        products = accumulate_gramian([*grads, before], workspace=self._workspace)
-        g_dot_u = products[:m, m]
-        u_sq = float(products[m, m].clamp_min(0))
+        products = accumulate_dots(grads, before)
+        g_dot_u = products[:m]
+        u_sq = float(products[m].clamp_min(0))
         d_dot_u = float(weights @ g_dot_u)
         d_sq = float((weights @ gramian @ weights).clamp_min(0))
         out = {f"descent_update/{name}": float(g_dot_u[i]) for i, name in enumerate(OBJECTIVES)}
