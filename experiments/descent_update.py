@@ -49,7 +49,7 @@ def summarise(run_dir: Path) -> dict:
         "median_cos_direction_update": statistics.median(r["cos/direction_update"] for r in steps),
         "min_cos_direction_update": min(r["cos/direction_update"] for r in steps),
         "median_update_norm": statistics.median(r["update_norm"] for r in steps),
-        "probe_initial": {k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("initial/probe/")},
+        "probe_initial": {k.split("/", 2)[2]: v for k, v in summary.items() if k.startswith("initial/probe/")},
         "probe_final": {k.split("/", 2)[2]: v for k, v in summary.items() if k.startswith("final/probe/")},
         "median_step_s": statistics.median(r["time/step_s"] for r in steps),
     }

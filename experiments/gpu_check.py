@@ -45,7 +45,7 @@ SHAPES = {
                       batch=8, length=256),
 }
 LRS = {  # per (optimizer, shape kind): full fine-tuning vs LoRA
-    "sgd": {False: 3e-2, True: 1.0}, "adamw": {False: 5e-5, True: 1e-4},
+    "sgd": {False: 1e-2, True: 1.0}, "adamw": {False: 5e-5, True: 1e-4},
     "metric_adam": {False: 5e-5, True: 1e-4},
 }
 
@@ -158,6 +158,13 @@ def check_shape(shape: str, device: str, steps: int, rounds: int) -> list[dict]:
                     sum(any(r[f"descent_update/{n}"] < 0 for n in OBJECTIVES) for r in ok) / max(1, len(ok)),
                 "share_any_descent_negative":
                     sum(any(r[f"descent/{n}"] < 0 for n in OBJECTIVES) for r in ok) / max(1, len(ok)),
+                "steps_with_negative_descent_update": {
+                    n: sum(r[f"descent_update/{n}"] < 0 for r in ok) for n in OBJECTIVES},
+                # g_i·u / (‖g_i‖ ‖u‖): how far below 0 the worst step went, on the scale of cosines
+                "min_cos_gradient_update": min(
+                    (r[f"descent_update/{n}"] / (r[f"grad_norm/{n}"] * r["update_norm"])
+                     for r in ok for n in OBJECTIVES if r[f"grad_norm/{n}"] * r["update_norm"] > 0),
+                    default=None),
                 "median_cos_direction_update": statistics.median(r["cos/direction_update"] for r in ok),
                 "first_step_weight_kl": ok[0]["weight/kl"] if ok else None,
                 "first_step_direction_norm": ok[0]["direction_norm"] if ok else None,

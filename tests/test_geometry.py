@@ -259,6 +259,22 @@ def test_metric_adam_checkpoints_hold_no_per_step_buffers() -> None:
     p.grad = torch.ones(4)
     opt.step()
     state = opt.state_dict()["state"][0]
-    assert set(state) == {"v", "step"} and "precond" in opt.state[p]  # the live buffer stays
+    assert set(state) == {"v", "step"} and "precond" in opt.state[p]  # the live buffers stay
     again = MetricAdam([torch.nn.Parameter(torch.ones(4))], lr=0.1)
     again.load_state_dict(opt.state_dict())
+
+
+def test_metric_adam_state_is_untouched_by_a_skipped_step() -> None:
+    """The trainer asks for P before it knows whether the step will be skipped (e.g. a NaN in
+    the combination): until step() nothing may be committed."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = MetricAdam([p], lr=0.1, beta2=0.9)
+    opt.preconditioners([p], [[torch.ones(3)]])
+    p.grad = torch.ones(3)
+    opt.step()
+    committed = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items() if k in ("v", "step")}
+    opt.preconditioners([p], [[torch.full((3,), float("nan"))]])  # then the trainer skips
+    assert opt.state[p]["step"] == committed["step"] and torch.equal(opt.state[p]["v"], committed["v"])
+    precond = opt.preconditioners([p], [[2 * torch.ones(3)]])[0]
+    expected_v = 0.9 * committed["v"] + 0.1 * 4.0
+    torch.testing.assert_close(precond, 1 / ((expected_v / (1 - 0.81)).sqrt() + 1e-8))

@@ -77,8 +77,10 @@ def accumulate_gramians(
     gives K, is scaled by √P in place and gives K^P, so the gradients are read once."""
     m = len(grads)
     workspace = workspace or GramianWorkspace()
-    plain = torch.zeros(m, m, dtype=torch.float64)
-    scaled = None if metric is None else torch.zeros(m, m, dtype=torch.float64)
+    # summed on the gradients' device and moved to the CPU once: no synchronisation per tensor
+    device = grads[0][0].device if grads and grads[0] else torch.device("cpu")
+    plain = torch.zeros(m, m, dtype=torch.float64, device=device)
+    scaled = None if metric is None else torch.zeros(m, m, dtype=torch.float64, device=device)
     for k, per_param in enumerate(zip(*grads)):
         flat = [g.reshape(-1) for g in per_param]
         weight = None if metric is None else metric[k].reshape(-1)
@@ -93,21 +95,21 @@ def accumulate_gramians(
             if weight is not None:
                 jac.mul_(weight[start : start + length].float().sqrt())
                 scaled += _chunked_products(jac, chunk)
-    return plain, scaled
+    return plain.cpu(), None if scaled is None else scaled.cpu()
 
 
 def _chunked_products(jac: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``jac @ jac.T`` in float64, from fp32 GEMMs over ``chunk``-long column blocks."""
+    """``jac @ jac.T`` in float64 on jac's device, from fp32 GEMMs over ``chunk``-long blocks."""
     m, n = jac.shape
     full = (n // chunk) * chunk
-    out = torch.zeros(m, m, dtype=torch.float64)
+    out = torch.zeros(m, m, dtype=torch.float64, device=jac.device)
     if full:
         # (C, m, chunk) view of the first ``full`` columns, no copy: block k, row i at i·n + k·chunk
         blocks = jac.as_strided((full // chunk, m, chunk), (chunk, jac.stride(0), 1))
-        out += torch.bmm(blocks, blocks.transpose(1, 2)).to(torch.float64).sum(0).cpu()
+        out += torch.bmm(blocks, blocks.transpose(1, 2)).to(torch.float64).sum(0)
     if full < n:
         tail = jac[:, full:].to(torch.float64)
-        out += (tail @ tail.T).cpu()
+        out += tail @ tail.T
     return out
 
 

@@ -43,49 +43,45 @@ class MetricAdam(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, beta2=beta2, eps=eps, weight_decay=weight_decay))
 
     def state_dict(self) -> dict:
-        """Without the per-step P buffers (recomputed from v at the next step): checkpoints stay
-        the size of RMSprop's."""
+        """Without the per-step buffers (P and the uncommitted v, recomputed at the next step):
+        checkpoints hold v and the step count only, like RMSprop's."""
         packed = super().state_dict()
-        packed["state"] = {k: {n: t for n, t in v.items() if n not in ("precond", "fresh")}
+        packed["state"] = {k: {n: t for n, t in v.items() if n in ("v", "step")}
                            for k, v in packed["state"].items()}
         return packed
 
-    @staticmethod
-    def _observe(state: dict, group: dict) -> torch.Tensor:
-        """Fold ``state['precond']`` (holding the new squares) into v; leave P = 1/(√v̂ + ε) there.
-
-        In place on two buffers per parameter (v and P), reused every step: no allocation."""
-        squares = state["precond"]
-        v = state.get("v")
-        if v is None:
-            v = state["v"] = torch.zeros_like(squares)
-        state["step"] = state.get("step", 0) + 1
-        v.mul_(group["beta2"]).add_(squares, alpha=1.0 - group["beta2"])
-        bias = 1.0 - group["beta2"] ** state["step"]
-        return torch.div(v, bias, out=squares).sqrt_().add_(group["eps"]).reciprocal_()
-
-    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
+    def _buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
         state = self.state[p]
-        if state.get("precond") is None:
-            state["precond"] = torch.empty_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
-        return state["precond"]
+        if state.get(name) is None:
+            state[name] = torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
+        return state[name]
+
+    def _propose(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """From the new squares in ``state['precond']``: the candidate v (``state['pending']``,
+        not yet committed) and P = 1/(√v̂ + ε) in ``state['precond']``. In place, no allocation."""
+        state = self.state[p]
+        squares, v, pending = self._buffer(p, "precond"), self._buffer(p, "v"), self._buffer(p, "pending")
+        torch.mul(v, group["beta2"], out=pending).add_(squares, alpha=1.0 - group["beta2"])
+        bias = 1.0 - group["beta2"] ** (state.get("step", 0) + 1)
+        return torch.div(pending, bias, out=squares).sqrt_().add_(group["eps"]).reciprocal_()
 
     @torch.no_grad()
     def preconditioners(
         self, params: Sequence[torch.Tensor], grads: Sequence[Sequence[torch.Tensor]]
     ) -> list[torch.Tensor]:
         """P_p (fp32) of the coming step for each of ``params``; ``grads[i][k]`` is objective i's
-        gradient for ``params[k]``. Call once per step, before choosing the direction."""
+        gradient for ``params[k]``. Call once per step, before choosing the direction. Nothing is
+        committed until :meth:`step`: a step the trainer skips leaves the state untouched."""
         groups = {id(p): g for g in self.param_groups for p in g["params"]}
         out = []
         for k, p in enumerate(params):
-            squares = self._buffer(p)
+            squares = self._buffer(p, "precond")
             squares.copy_(grads[0][k]).square_()
             for g in grads[1:]:
                 squares.addcmul_(g[k], g[k])
             squares.div_(len(grads))
             self.state[p]["fresh"] = True
-            out.append(self._observe(self.state[p], groups[id(p)]))
+            out.append(self._propose(p, groups[id(p)]))
         return out
 
     @torch.no_grad()
@@ -97,8 +93,10 @@ class MetricAdam(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state.pop("fresh", False):  # no per-objective gradients this step: v from d²
-                    self._buffer(p).copy_(p.grad).square_()
-                    self._observe(state, group)
+                    self._buffer(p, "precond").copy_(p.grad).square_()
+                    self._propose(p, group)
+                state["v"], state["pending"] = state["pending"], state["v"]  # commit
+                state["step"] = state.get("step", 0) + 1
                 precond = state["precond"]
                 if p.dtype == precond.dtype:
                     p.addcmul_(p.grad, precond, value=-group["lr"])
