@@ -29,6 +29,7 @@ from unlearn.results import sweep
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 PAPER_METHODS = {"ga+weighted_sum", "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum"}
+AGGREGATORS = ("weighted_sum", "mgda", "dual", "upgrad", "dualproj", "pcgrad", "cagrad", "imtlg", "alignedmtl")
 
 
 def compose_hydra(overrides: list[str]):
@@ -53,7 +54,7 @@ def test_experiment_grid_composes(experiment: str, data_dir: Path) -> None:
         labels.add(run_label(cfg))
         instantiate(cfg.loss), instantiate(cfg.aggregator)
     if experiment == "ablation":
-        assert labels == {f"{loss}+{a}" for loss in ("ga", "uce", "npo") for a in ("weighted_sum", "mgda", "dual")}
+        assert labels == {f"{loss}+{a}" for loss in ("ga", "uce", "npo") for a in AGGREGATORS}
     else:
         assert labels == PAPER_METHODS
     hydra_cfg = compose_hydra([f"experiment={experiment}", f"+method={grid['+method'][0]}", "seed=2",
@@ -79,8 +80,8 @@ def test_paper_embedded_settings_fit_the_cpu_budget(data_dir: Path) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_method_selects_its_loss_and_aggregator(method: str, data_dir: Path) -> None:
     cfg = compose_config([f"+method={method}"], data_dir)
-    assert run_label(cfg) == method.replace("_weighted_sum", "+weighted_sum").replace(
-        "_mgda", "+mgda").replace("_dual", "+dual")
+    loss, aggregator = next((method[: -len(a) - 1], a) for a in AGGREGATORS if method.endswith(f"_{a}"))
+    assert run_label(cfg) == f"{loss}+{aggregator}"
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "joblib", "slurm", "submitit_slurm"])
