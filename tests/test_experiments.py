@@ -54,7 +54,8 @@ def test_experiment_grid_composes(experiment: str, data_dir: Path) -> None:
         labels.add(run_label(cfg))
         instantiate(cfg.loss), instantiate(cfg.aggregator)
     if experiment == "ablation":
-        assert labels == {f"{loss}+{a}" for loss in ("ga", "uce", "npo") for a in AGGREGATORS}
+        assert labels == ({f"{loss}+{a}" for loss in ("ga", "uce", "npo") for a in AGGREGATORS[:3]}
+                          | {f"uce+{a}" for a in AGGREGATORS[3:]})
     else:
         assert labels == PAPER_METHODS
     hydra_cfg = compose_hydra([f"experiment={experiment}", f"+method={grid['+method'][0]}", "seed=2",
