@@ -290,3 +290,20 @@ def test_wandb_offline_table_is_logged(sweep: Path, tmp_path: Path) -> None:
     data = json.loads(tables[0].read_text())
     assert data["columns"][:3] == ["method", "seeds", "Harmful rate ↓"]
     assert [row[0] for row in data["data"]] == ["original", "ga+weighted_sum", "uce+dual"]
+
+
+def test_descent_violations_of_the_real_update(tmp_path: Path) -> None:
+    """descent_update/* (g_i·u, the step that reached the weights) is counted on its own scale
+    (‖g_i‖·‖u‖); runs without it contribute no steps."""
+    rows = [{"descent_update/kl": -0.2, "update_norm": 1.0}, {"descent_update/retain": 0.1, "update_norm": 1.0},
+            {"descent_update/forget": -1e-9, "update_norm": 1.0}]
+    run = make_run(tmp_path, "e", "uce+dual", 0, steps=3,
+                   descent=[{**r, "descent_update/forget": r.get("descent_update/forget", 0.3),
+                             "descent_update/kl": r.get("descent_update/kl", 0.3),
+                             "descent_update/retain": r.get("descent_update/retain", 0.3)} for r in rows])
+    shares = descent_violations([load_run(run)], quantity="descent_update")
+    assert shares["dual"]["steps"] == 3 and shares["dual"]["any"] == pytest.approx(1 / 3)
+    assert shares["dual"]["kl"] == pytest.approx(1 / 3) and shares["dual"]["forget"] == 0.0
+    assert descent_violations([load_run(run)])["dual"]["any"] == 0.0  # the direction was fine
+    old = make_run(tmp_path / "o", "e", "uce+dual", 0, steps=2)  # logged before descent_update existed
+    assert descent_violations([load_run(old)], quantity="descent_update")["dual"]["steps"] == 0

@@ -20,8 +20,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn.results.collect import collect_runs, group_by_experiment
-from unlearn.results.plots import DESCENT_TOL, descent_violations, write_plots
+from unlearn.results.collect import OBJECTIVES, collect_runs, group_by_experiment
+from unlearn.results.plots import DESCENT_TOL, QUANTITIES, descent_violations, write_plots
 from unlearn.results.tables import Table, build_tables, to_dataframe, to_markdown, write_table
 
 
@@ -81,12 +81,13 @@ def log_to_wandb(tables: dict[str, Table], out: Path, mode: str, project: str | 
 
 
 def write_descent_csv(table: Table, path: Path, tol: float) -> Path:
-    shares = descent_violations(table.runs, tol)
+    """One row per aggregator and quantity: ``descent`` (g_i·d) and ``descent_update`` (g_i·u)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["aggregator", "steps", "any", "forget", "kl", "retain"])
-        for agg, s in sorted(shares.items()):
-            writer.writerow([agg, s["steps"], *(s[k] for k in ("any", "forget", "kl", "retain"))])
+        writer.writerow(["aggregator", "quantity", "steps", "any", *OBJECTIVES])
+        for quantity in QUANTITIES:
+            for agg, s in sorted(descent_violations(table.runs, tol, quantity).items()):
+                writer.writerow([agg, quantity, s["steps"], *(s[k] for k in ("any", *OBJECTIVES))])
     return path
 
 

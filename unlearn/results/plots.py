@@ -5,7 +5,8 @@
   the original model, and the Pareto front of all points (both axes minimised);
 * ``losses.png``: the three losses over steps, one row per method, each seed a thin line;
 * ``descent_violations.png``: per aggregator, the share of (non-skipped) steps in which the
-  update direction increased an objective to first order, ``descent/<objective> = g_i·d < 0``
+  direction increased an objective to first order, ``descent/<objective> = g_i·d < 0``, and in
+  which the update that reached the weights did, ``descent_update/<objective> = g_i·u < 0``
   (:func:`descent_violations`), for any objective and for each one.
 """
 
@@ -147,24 +148,33 @@ def losses_plot(table: Table, path: Path) -> Path | None:
     return path
 
 
-def descent_violations(runs: Sequence[Run], tol: float = DESCENT_TOL) -> dict[str, dict[str, float]]:
-    """Per aggregator: the share of steps with ``descent/<o> < -tol·‖g_o‖·‖d‖`` for any objective
-    (``any``) and for each objective, and the number of steps (``steps``). Runs of every status
-    count (a step taken is a step taken); steps without ``descent/*`` (the one-backward weighted
-    sum) and skipped steps are left out."""
+QUANTITIES = {"descent": "direction_norm", "descent_update": "update_norm"}  # g_i·d and g_i·u
+
+
+def descent_violations(runs: Sequence[Run], tol: float = DESCENT_TOL,
+                       quantity: str = "descent") -> dict[str, dict[str, float]]:
+    """Per aggregator: the share of steps with ``<quantity>/<o> < -tol·‖g_o‖·‖x‖`` for any
+    objective (``any``) and for each objective, and the number of steps (``steps``).
+
+    ``quantity="descent"``: g_i·d for the aggregator's direction d (x = d); ``"descent_update"``:
+    g_i·u for the update u = θ_before − θ_after that reached the weights (x = u), the one that
+    says whether a step really lowered every objective. Runs of every status count (a step taken
+    is a step taken); steps without the quantity (the one-backward weighted sum, runs with
+    ``trainer.track_update=false``) and skipped steps are left out."""
+    norm_key = QUANTITIES[quantity]
     counts: dict[str, dict[str, float]] = {}
     for run in runs:
         agg = run.aggregator
         c = counts.setdefault(agg, {"steps": 0, "any": 0, **{o: 0 for o in OBJECTIVES}})
         for rec in run.metrics:
-            if rec.get("skipped") or not all(f"descent/{o}" in rec for o in OBJECTIVES):
+            if rec.get("skipped") or not all(f"{quantity}/{o}" in rec for o in OBJECTIVES):
                 continue
-            d_norm = as_float(rec.get("direction_norm", 0.0))
+            x_norm = as_float(rec.get(norm_key, 0.0))
             bad = []
             for o in OBJECTIVES:
                 g = as_float(rec.get(f"grad_norm/{o}", 0.0))
-                limit = -tol * (g * d_norm if math.isfinite(g * d_norm) else 0.0)
-                bad.append(as_float(rec[f"descent/{o}"]) < limit)
+                limit = -tol * (g * x_norm if math.isfinite(g * x_norm) else 0.0)
+                bad.append(as_float(rec[f"{quantity}/{o}"]) < limit)
             c["steps"] += 1
             c["any"] += any(bad)
             for o, b in zip(OBJECTIVES, bad, strict=True):
@@ -175,27 +185,31 @@ def descent_violations(runs: Sequence[Run], tol: float = DESCENT_TOL) -> dict[st
 
 
 def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | None:
-    shares = descent_violations(table.runs, tol)
-    aggs = sorted((a for a in shares if shares[a]["steps"]),
-                  key=lambda a: method_sort_key(f"~+{a}"))
-    if not aggs:
+    """Two panels: steps whose direction d (left) and whose real update u (right) increased an
+    objective to first order, per aggregator."""
+    panels = [(q, descent_violations(table.runs, tol, q)) for q in QUANTITIES]
+    panels = [(q, shares) for q, shares in panels if any(s["steps"] for s in shares.values())]
+    if not panels:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.0), squeeze=False)
     groups = ("any", *OBJECTIVES)
     width = 0.8 / len(groups)
-    for k, g in enumerate(groups):
-        xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(aggs))]
-        ys = [100 * shares[a][g] for a in aggs]
-        bars = ax.bar(xs, ys, width, label="any objective" if g == "any" else g)
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(range(len(aggs)))
-    ax.set_xticklabels([f"{a}\n({shares[a]['steps']} steps)" for a in aggs])
-    ax.set_ylabel("% of steps with g_i·d < 0")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"{table.experiment}: steps whose direction increased an objective")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    for ax, (quantity, shares) in zip(axes[0], panels):
+        aggs = sorted((a for a in shares if shares[a]["steps"]), key=lambda a: method_sort_key(f"~+{a}"))
+        for k, g in enumerate(groups):
+            xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(aggs))]
+            bars = ax.bar(xs, [100 * shares[a][g] for a in aggs], width,
+                          label="any objective" if g == "any" else g)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(range(len(aggs)))
+        ax.set_xticklabels([f"{a}\n({shares[a]['steps']} steps)" for a in aggs])
+        symbol = "d (direction)" if quantity == "descent" else "u (update applied)"
+        ax.set_ylabel(f"% of steps with g_i·{symbol[0]} < 0")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{table.experiment}: {symbol} increased an objective", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -214,5 +228,5 @@ def write_plots(table: Table, out_dir: Path, tol: float = DESCENT_TOL) -> dict[s
     return {k: v for k, v in made.items() if v is not None}
 
 
-__all__ = ["DESCENT_TOL", "descent_plot", "descent_violations", "losses_plot", "pareto_front",
+__all__ = ["DESCENT_TOL", "QUANTITIES", "descent_plot", "descent_violations", "losses_plot", "pareto_front",
            "tradeoff_plot", "write_plots"]

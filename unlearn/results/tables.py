@@ -354,10 +354,12 @@ def runs_to_csv(runs: Sequence[Run]) -> str:
 
 
 def steps_to_csv(runs: Sequence[Run]) -> str:
-    """The per-step losses (and ``descent/*``) of every run, long format: what the notebook plots."""
+    """The per-step losses (and ``descent/*``, ``descent_update/*``) of every run, long format:
+    what the notebook plots."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    keys = [f"{k}/{o}" for k in ("loss", "descent", "grad_norm", "weight") for o in OBJECTIVES]
+    keys = [f"{k}/{o}" for k in ("loss", "descent", "descent_update", "grad_norm", "weight")
+            for o in OBJECTIVES]
     writer.writerow(["method", "seed", "status", "step", "skipped", *keys, "direction_norm"])
     for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
         for rec in r.metrics:
