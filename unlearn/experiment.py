@@ -36,6 +36,7 @@ from unlearn.data.pku_saferlhf import forget_examples
 from unlearn.data.stream import BatchStream
 from unlearn.errors import UnlearnError
 from unlearn.evaluation.stage import EvaluationStage
+from unlearn.identity import method_label
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import ThreeObjectives
@@ -83,13 +84,8 @@ def apply_lora(model: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
 
 
 def run_label(cfg: DictConfig) -> str:
-    """``<loss>+<aggregator>``, the method name used in tables."""
-    loss = cfg.loss._target_.rsplit(".", 1)[-1].lower()
-    if cfg.loss.get("bounded"):
-        loss += "_bounded"
-    names = {"gradientascent": "ga", "dualspace": "dual", "weightedsum": "weighted_sum"}
-    agg = cfg.aggregator._target_.rsplit(".", 1)[-1].lower()
-    return f"{names.get(loss, loss)}+{names.get(agg, agg)}"
+    """The method name used in tables (:func:`unlearn.identity.method_label`)."""
+    return method_label(OmegaConf.to_container(cfg, resolve=False))
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn.identity import method_label
+
 COMPLETED, FAILED, UNFINISHED, EXCLUDED = "completed", "failed", "unfinished", "excluded"
 SKIP_DIRS = {"wandb", "checkpoints", "model", "__pycache__"}
 OBJECTIVES = ("forget", "kl", "retain")
@@ -117,20 +119,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-_CLASS_NAMES = {"gradientascent": "ga", "dualspace": "dual", "weightedsum": "weighted_sum"}
-
-
 def method_from_config(config: dict[str, Any]) -> str:
-    """``<loss>+<aggregator>`` from the classes in the config (as :func:`unlearn.experiment.run_label`)."""
-    def name(node: Any) -> str:
-        target = str((node or {}).get("_target_", "?")) if isinstance(node, dict) else "?"
-        return target.rsplit(".", 1)[-1].lower()
-
-    loss = name(config.get("loss"))
-    if isinstance(config.get("loss"), dict) and config["loss"].get("bounded"):
-        loss += "_bounded"
-    agg = name(config.get("aggregator"))
-    return f"{_CLASS_NAMES.get(loss, loss)}+{_CLASS_NAMES.get(agg, agg)}"
+    """The method's label from a run's config (:func:`unlearn.identity.method_label`)."""
+    return method_label(config)
 
 
 def experiment_name(run_dir: Path, default: str) -> str:
