@@ -13,14 +13,14 @@ works as ``judge.path`` (the tests use a tiny stand-in built on the fly).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from unlearn.errors import HubUnavailableError, ModelLoadError
+from unlearn.errors import ModelLoadError
 from unlearn.evaluation.harm_judge import HarmJudge
-from unlearn.models.loaded import resolve_device, resolve_dtype
+from unlearn.evaluation.judge_checkpoint import load_judge_checkpoint
+from unlearn.models.loaded import resolve_device
 
 PROMPT_INPUT = "BEGINNING OF CONVERSATION: USER: {input} ASSISTANT:"
 OFFLINE_HINT = ("use judge=embedded (offline, CPU), or judge.path=/local/dir holding the "
@@ -43,9 +43,7 @@ class BeaverDamJudge(HarmJudge):
         progress_bar: bool = True,
         train_examples: Sequence | None = None,  # accepted for a uniform factory; unused
     ) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from unlearn.hub import hub_reachable, offline_mode
+        from transformers import AutoModelForSequenceClassification
 
         self.threshold = threshold
         self.refusal_rule = refusal_rule
@@ -58,22 +56,9 @@ class BeaverDamJudge(HarmJudge):
         if dev.type == "cpu" and device == "auto":
             raise ModelLoadError(f"judge=beaver_dam ({path}) needs a GPU and none is visible; {OFFLINE_HINT}. "
                                  "judge.device=cpu forces a CPU run (about 28 GB of RAM for the 7B model)")
-        local = Path(path).expanduser()
-        if not local.is_dir() and not offline_mode() and not hub_reachable():
-            raise HubUnavailableError(f"cannot reach the Hugging Face hub to download {path}; {OFFLINE_HINT}")
-        source = str(local) if local.is_dir() else path
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                source, revision=revision, dtype=resolve_dtype(dtype), use_safetensors=use_safetensors)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"could not load the beaver_dam judge from {path}: {str(exc).rstrip('. ')}. {OFFLINE_HINT[0].upper()}"
-                f"{OFFLINE_HINT[1:]}; if the checkpoint has only pickled *.bin weights, convert it to "
-                "safetensors or pass judge.use_safetensors=false for a source you trust"
-            ) from exc
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer, self.model = load_judge_checkpoint(
+            AutoModelForSequenceClassification, "beaver_dam", path, revision, dtype, use_safetensors,
+            OFFLINE_HINT)
         self.tokenizer.padding_side = "right"
         self.model.to(dev).eval()
         self.device = dev

@@ -41,6 +41,7 @@ The text carries ``<|begin_of_text|>`` itself, so it is tokenized without added 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from unlearn.evaluation.lm_judge import CausalLMJudge
 
@@ -72,16 +73,13 @@ ANSWER_PREFIX = "\n\n"
 class LlamaGuardJudge(CausalLMJudge):
     name = "llama_guard"
     words = ("unsafe", "safe")
+    default_path = "meta-llama/Llama-Guard-3-8B"
     size_hint = " (about 32 GB of RAM in float32 for the 8B model)"
     add_special_tokens = False
 
-    def __init__(self, path: str = "meta-llama/Llama-Guard-3-8B", dtype: str = "bfloat16",
-                 device: str = "auto", threshold: float = 0.5, max_answer_tokens: int = 512,
-                 batch_size: int = 8, revision: str | None = None, use_safetensors: bool = True,
-                 refusal_rule: bool = True, refusal_max_words: int = 60, progress_bar: bool = True,
-                 train_examples: Sequence | None = None) -> None:
-        super().__init__(path, dtype, device, threshold, max_answer_tokens, batch_size, revision,
-                         use_safetensors, refusal_rule, refusal_max_words, progress_bar, train_examples)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The options of :class:`CausalLMJudge`; the checkpoint's own template when it has one."""
+        super().__init__(*args, **kwargs)
         own = getattr(self.tokenizer, "chat_template", None)
         self.template = own if isinstance(own, str) and "UNSAFE CONTENT CATEGORIES" in own else CHAT_TEMPLATE
 

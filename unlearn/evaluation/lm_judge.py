@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from unlearn.errors import HubUnavailableError, ModelLoadError
+from unlearn.errors import ModelLoadError
 from unlearn.evaluation.harm_judge import HarmJudge
-from unlearn.models.loaded import resolve_device, resolve_dtype
+from unlearn.evaluation.judge_checkpoint import load_judge_checkpoint
+from unlearn.models.loaded import resolve_device
 
 
 class CausalLMJudge(HarmJudge):
@@ -34,12 +35,13 @@ class CausalLMJudge(HarmJudge):
     ``size_hint`` and implement :meth:`texts`."""
 
     words: tuple[str, str] = ("Yes", "No")
+    default_path: str = ""  # the hub id used when judge.path is not given
     size_hint: str = ""
     add_special_tokens: bool = False  # True: the tokenizer adds BOS; False: the text carries it
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         dtype: str = "bfloat16",
         device: str = "auto",
         threshold: float = 0.5,
@@ -52,10 +54,9 @@ class CausalLMJudge(HarmJudge):
         progress_bar: bool = True,
         train_examples: Sequence | None = None,  # accepted for a uniform factory; unused
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        from unlearn.hub import hub_reachable, offline_mode
-
+        path = path or self.default_path
         self.threshold = threshold
         self.refusal_rule = refusal_rule
         self.refusal_max_words = refusal_max_words
@@ -74,21 +75,8 @@ class CausalLMJudge(HarmJudge):
         looks_local = path.startswith(("/", ".", "~")) or local.exists()
         if looks_local and not local.is_dir():
             raise ModelLoadError(f"judge.path={path} is not a folder; {hint}")
-        if not local.is_dir() and not offline_mode() and not hub_reachable():
-            raise HubUnavailableError(f"cannot reach the Hugging Face hub to download {path}; {hint}")
-        source = str(local) if local.is_dir() else path
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                source, revision=revision, dtype=resolve_dtype(dtype), use_safetensors=use_safetensors,
-                trust_remote_code=False)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"could not load the {self.name} judge from judge.path={path}: {str(exc).rstrip('. ')}. "
-                f"{hint[0].upper()}{hint[1:]}; if the checkpoint has only pickled *.bin weights, convert it to "
-                "safetensors or pass judge.use_safetensors=false for a source you trust") from exc
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer, self.model = load_judge_checkpoint(
+            AutoModelForCausalLM, self.name, path, revision, dtype, use_safetensors, hint)
         self.tokenizer.padding_side = "left"
         self.word_ids = tuple(self._word_id(w) for w in self.words)
         self.model.to(dev).eval()
