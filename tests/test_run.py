@@ -34,8 +34,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("aggregator", ["weighted_sum", "mgda", "dual"])
+@pytest.mark.parametrize("aggregator", ["weighted_sum", "mgda", "dual", "upgrad"])
 def test_three_step_tiny_run(aggregator: str, make_config, tmp_path: Path) -> None:
+    """``python -m unlearn.run aggregator=…`` on tiny_random (upgrad: a TorchJD method)."""
     summary = run_experiment(make_config(*TINY, f"aggregator={aggregator}"), tmp_path)
     lines = read_metrics(tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 3
@@ -51,8 +52,10 @@ def test_three_step_tiny_run(aggregator: str, make_config, tmp_path: Path) -> No
                 assert record[f"descent/{name}"] >= descent_bound(record, name), (name, record)
     # the model equals the reference at step 0, so KL and its gradient are 0 there
     assert lines[0]["loss/kl"] == pytest.approx(0.0, abs=1e-7)
-    if aggregator == "dual":
+    if aggregator in {"dual", "mgda", "upgrad"}:  # the exactly-zero KL gradient is dropped
         assert lines[0]["weight/kl"] == 0.0 and lines[0]["agg/dropped"] == 1.0
+    if aggregator == "upgrad":
+        assert any(r["weight/forget"] > 0 for r in lines)
     if aggregator == "mgda":
         assert all(sum(r[f"weight/{n}"] for n in OBJECTIVES) == pytest.approx(1.0) for r in lines)
     saved = json.loads((tmp_path / "summary.json").read_text())

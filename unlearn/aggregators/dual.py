@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 
 from unlearn.aggregators.base import AggregationResult, Aggregator
-from unlearn.aggregators.mgda import min_norm_weights
+from unlearn.aggregators.mgda import drop_zero_gradients, min_norm_weights
 
 ZERO_TOL = 1e-6
 RANK_TOL = 1e-3
@@ -57,7 +57,7 @@ def dual_space_weights(
     if norms.max() <= 0:
         info["stationary"] = 1.0
         return weights, info
-    active = torch.nonzero(norms > zero_tol * norms.max()).flatten()
+    active = drop_zero_gradients(k, zero_tol)
     info["dropped"] = float(m - active.numel())
     n_act = norms[active]
     k_act = k[active][:, active]

@@ -44,15 +44,9 @@ class GramianWorkspace:
 
 
 def accumulate_gramian(
-    grads: Grads,
-    chunk: int = CHUNK,
-    workspace: GramianWorkspace | None = None,
-    metric: Sequence[torch.Tensor] | None = None,
+    grads: Grads, chunk: int = CHUNK, workspace: GramianWorkspace | None = None
 ) -> torch.Tensor:
     """m×m float64 Gramian of the objectives' gradients (rows may mix dtypes).
-
-    ``metric``: one tensor P_p ≥ 0 per parameter (the diagonal of a preconditioner); each
-    stacked segment is scaled by √P_p in place, giving ``K^P = G P Gᵀ`` with no extra memory.
 
     Per tensor (in segments of at most SEGMENT entries), the m gradients are stacked in fp32
     (bf16/fp16 upcast) and cut into chunks of ``chunk`` entries; one batched GEMM gives the
@@ -60,11 +54,9 @@ def accumulate_gramian(
     the error near 1e-8 relative, where a single fp32 GEMM over a 28M-entry embedding gradient
     was off by ~1e-3, and this is 4× faster than that GEMM and ~7× faster than a float64 copy
     of every gradient (measured on the SmolLM2 shapes, 2 CPU cores; tests/test_gramian.py
-    checks the accuracy).
+    checks the accuracy). :func:`accumulate_gramians` also gives K_P = G P Gᵀ.
     """
-    if metric is None:
-        return accumulate_gramians(grads, None, chunk, workspace)[0]
-    return accumulate_gramians(grads, metric, chunk, workspace)[1]
+    return accumulate_gramians(grads, None, chunk, workspace)[0]
 
 
 def accumulate_gramians(
@@ -73,8 +65,11 @@ def accumulate_gramians(
     chunk: int = CHUNK,
     workspace: GramianWorkspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(K, K^P)`` from one stacking pass (K^P is None without ``metric``): the stacked segment
-    gives K, is scaled by √P in place and gives K^P, so the gradients are read once."""
+    """``(K, K^P)`` from one stacking pass (K^P is None without ``metric``).
+
+    ``metric``: one tensor P_p ≥ 0 per parameter (the diagonal of a preconditioner). The stacked
+    segment gives K, is scaled by √P_p in place and gives ``K^P = G P Gᵀ``: the gradients are read
+    once and no extra memory is used."""
     m = len(grads)
     workspace = workspace or GramianWorkspace()
     # summed on the gradients' device and moved to the CPU once: no synchronisation per tensor

@@ -264,13 +264,13 @@ class UnlearningTrainer:
             return self._skip(record, failure, t_start)
         try:
             t_agg = time.perf_counter()
-            preconditioners = None
-            if hasattr(self.optimizer, "preconditioners"):  # P of this step, before w is chosen
-                preconditioners = self.optimizer.preconditioners(self.params, grads)
-            if self.aggregation_metric != "preconditioned":
-                preconditioners = None
-            gramian, metric_gramian = self._checked_gramians(grads, preconditioners)
-            del preconditioners
+            # an optimizer with a preconditioner fixes this step's P before w is chosen (always: its
+            # step applies that P); the aggregator sees K_P only under preconditioned aggregation
+            preconditioners = (self.optimizer.preconditioners(self.params, grads)
+                               if hasattr(self.optimizer, "preconditioners") else None)
+            metric = preconditioners if self.aggregation_metric == "preconditioned" else None
+            gramian, metric_gramian = self._checked_gramians(grads, metric)
+            del preconditioners, metric
             result = self.aggregator(metric_gramian)
             weights = result.weights
             if not torch.isfinite(weights).all():
