@@ -185,6 +185,25 @@ def test_weighted_sum_one_backward_matches_three_gradient_path(make_config, tmp_
         assert fast[key] == pytest.approx(slow[key], rel=1e-4, abs=1e-7), key
 
 
+def test_heldout_probe_logs_eval_split_losses_beside_the_training_probe(make_config, tmp_path: Path) -> None:
+    """heldout/* comes at the probe steps and at the end, on eval-split examples (so its values
+    differ from probe/*), starts at KL 0, and trainer.heldout_probe_size=0 turns it off."""
+    cfg = make_config(*TINY, "trainer.max_steps=3", "trainer.probe_every=2", "trainer.probe_size=4",
+                      "trainer.heldout_probe_size=4", "trainer.optimizer.lr=1e-2")
+    summary = run_experiment(cfg, tmp_path)
+    lines = read_metrics(tmp_path)
+    assert [r["step"] for r in lines if "heldout/forget" in r] == [1, 3]
+    assert {"heldout/forget_nll", "heldout/kl", "heldout/retain"} <= set(lines[0])
+    assert lines[0]["heldout/kl"] == pytest.approx(0.0, abs=1e-7)
+    assert lines[0]["heldout/forget_nll"] != lines[0]["probe/forget_nll"]
+    assert summary["initial/heldout/forget"] == lines[0]["heldout/forget"]
+    assert summary["final/heldout/kl"] > 0
+    off = run_experiment(make_config(*TINY, "trainer.max_steps=1", "trainer.probe_every=1",
+                                     "trainer.heldout_probe_size=0"), tmp_path / "off")
+    assert "initial/probe/forget" in off and not any(k.startswith(("initial/heldout", "final/heldout"))
+                                                     for k in off)
+
+
 def test_probe_tracks_fixed_training_examples(make_config, tmp_path: Path) -> None:
     """probe/* is measured on the same examples every time: at step 1 the model is the
     reference (KL exactly 0), probe steps follow probe_every, and training moves the values."""

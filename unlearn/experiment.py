@@ -40,7 +40,7 @@ from unlearn.identity import method_label
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import ThreeObjectives
-from unlearn.training.probe import LossProbe
+from unlearn.training.probe import LossProbe, ProbeSet
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.training.trainer import UnlearningTrainer
@@ -81,6 +81,26 @@ def apply_lora(model: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+PROBE_PREFIXES = ("probe/", "heldout/")
+
+
+def build_probes(objectives: ThreeObjectives, streams: dict[str, BatchStream], forget_split, normal_split,
+                 tokenizer, cfg: DictConfig) -> ProbeSet:
+    """``probe/*`` on fixed training examples and, unless ``trainer.heldout_probe_size=0``,
+    ``heldout/*`` on fixed eval-split examples (unsafe answers to held-out prompts, held-out
+    normal answers); both at the training batch size and max length."""
+    t = cfg.trainer
+    shape = dict(batch_size=t.forget_batch_size, max_length=cfg.dataset.max_length,
+                 template=cfg.dataset.template)
+    probes = [LossProbe(objectives, streams["forget"].examples, streams["normal"].examples, tokenizer,
+                        size=int(t.get("probe_size", 16)), **shape)]
+    heldout_size = int(t.get("heldout_probe_size", 0))
+    if heldout_size:
+        probes.append(LossProbe(objectives, forget_examples(forget_split.eval), normal_split.eval, tokenizer,
+                                size=heldout_size, prefix="heldout", **shape))
+    return ProbeSet(probes)
 
 
 def run_label(cfg: DictConfig) -> str:
@@ -181,11 +201,8 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
             tracker = NullTracker()
         objectives = ThreeObjectives(model, params, instantiate(cfg.loss), reference)
         probe_every = int(t.get("probe_every", 0))
-        probe = LossProbe(
-            objectives, streams["forget"].examples, streams["normal"].examples, loaded.tokenizer,
-            size=int(t.get("probe_size", 16)), batch_size=t.forget_batch_size,
-            max_length=cfg.dataset.max_length, template=cfg.dataset.template,
-        ) if probe_every else None
+        probe = build_probes(objectives, streams, forget_split, normal_split, loaded.tokenizer, cfg) \
+            if probe_every else None
         trainer = UnlearningTrainer(
             model=model, params=params, objectives=objectives,
             aggregator=instantiate(cfg.aggregator), optimizer=optimizer,
@@ -218,7 +235,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
             train_time_s=result.wall_time_s,
             **{f"initial/{k}": v for k, v in result.first.items() if k.startswith("loss/")},
             **{f"final/{k}": v for k, v in result.last.items() if k.startswith("loss/")},
-            **{f"initial/{k}": v for k, v in result.first.items() if k.startswith("probe/")},
+            **{f"initial/{k}": v for k, v in result.first.items() if k.startswith(PROBE_PREFIXES)},
             **{f"final/{k}": v for k, v in result.probe.items()},
         )
     except BaseException as exc:

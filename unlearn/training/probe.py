@@ -1,4 +1,4 @@
-"""Losses on fixed training batches: a learning curve that is not batch-to-batch noise.
+"""Losses on fixed batches: a learning curve that is not batch-to-batch noise.
 
 ``loss/*`` in ``metrics.jsonl`` is measured on each step's own batch, so with batches of 4 it
 jumps by more than unlearning moves it. The probe evaluates the three objectives, under
@@ -10,7 +10,15 @@ jumps by more than unlearning moves it. The probe evaluates the three objectives
     probe/retain  = cross-entropy on the fixed normal examples
 
 Each value is the mean over batches of ``batch_size`` rows (the training batch size, so the
-probe needs no more memory than a step). The examples come from the training split only.
+probe needs no more memory than a step).
+
+Two probes run in a default run, under their own prefixes:
+
+* ``probe/*`` on the first ``trainer.probe_size`` examples of the **training** split: how well
+  the objectives being optimised are met;
+* ``heldout/*`` on the first ``trainer.heldout_probe_size`` examples of the **eval** split
+  (unsafe answers to prompts never trained on, held-out normal answers): the judge-free
+  loss-space trade-off (forgetting vs drift vs utility) that the results module draws as fronts.
 """
 
 from __future__ import annotations
@@ -35,10 +43,16 @@ class LossProbe:
         batch_size: int,
         max_length: int,
         template: str = "auto",
+        prefix: str = "probe",
     ) -> None:
         if size < 1 or batch_size < 1:
             raise ValueError(f"probe size and batch size must be ≥ 1, got {size} and {batch_size}")
+        if not forget or not normal:
+            raise ValueError(f"the {prefix} probe needs forget and normal examples (got {len(forget)} "
+                             f"and {len(normal)}); set trainer.{'heldout_' if prefix == 'heldout' else ''}"
+                             "probe_size=0 to turn it off")
         self.objectives = objectives
+        self.prefix = prefix
         self.forget = _fixed_batches(forget[:size], tokenizer, batch_size, max_length, template)
         self.normal = _fixed_batches(normal[:size], tokenizer, batch_size, max_length, template)
 
@@ -57,7 +71,20 @@ class LossProbe:
                         sums[key] = sums.get(key, 0.0) + value / len(batches)
         finally:
             obj.model.train(was_training)
-        return {f"probe/{k}": v for k, v in sums.items()}
+        return {f"{self.prefix}/{k}": v for k, v in sums.items()}
+
+
+class ProbeSet:
+    """Several probes called as one: the union of their ``<prefix>/*`` values."""
+
+    def __init__(self, probes: Sequence[LossProbe]) -> None:
+        self.probes = list(probes)
+
+    def __call__(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for probe in self.probes:
+            out.update(probe())
+        return out
 
 
 def _fixed_batches(
