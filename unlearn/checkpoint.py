@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from unlearn import identity
 from unlearn.errors import UnlearnError
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,10 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
 
-# Config keys that may differ between the interrupted run and its resumption: they do not
-# change what is trained (paths, logging, checkpoint cadence, the run length).
-RESUME_IGNORED_KEYS = (
-    "resume", "threads", "output_root", "cache_dir", "data_dir", "logger",
-    "model.cache_dir", "model.device",
-    "dataset.forget.data_dir", "dataset.normal.data_dir",
-    "trainer.max_steps", "trainer.progress_bar", "trainer.save_model",
-    "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.max_consecutive_skips",
-)
-# Only these top-level groups shape training; others (evaluation, …) may change freely.
-RESUME_CHECKED_GROUPS = ("seed", "model", "dataset", "loss", "aggregator", "trainer")
+# LR schedules that do not read trainer.max_steps: only with these may a resumed run be extended
+# (transformers' linear, cosine, … schedules are built from max_steps, so a longer resumed run
+# would follow a schedule no uninterrupted run follows).
+LENGTH_FREE_SCHEDULES = frozenset({"constant", "constant_with_warmup"})
 
 
 class CheckpointError(UnlearnError):
@@ -176,32 +170,17 @@ def examples_fingerprint(examples: Iterable[Any]) -> str:
     return digest.hexdigest()
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
-
-
-def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config keys that must match between a run and its resumption."""
-    flat = _flatten({k: config[k] for k in RESUME_CHECKED_GROUPS if k in config})
-    return {
-        k: v for k, v in flat.items()
-        if not any(k == i or k.startswith(i + ".") for i in RESUME_IGNORED_KEYS)
-    }
-
-
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    a, b = training_config(saved), training_config(current)
-    missing = object()
-    return [
-        f"{k}: checkpoint={a.get(k, '<absent>')!r}, now={b.get(k, '<absent>')!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
+    """``key: checkpoint=…, now=…`` for each training setting that changes a result and differs
+    (:func:`unlearn.identity.config_differences` over :func:`~unlearn.identity.training_groups`).
+    ``trainer.max_steps`` may grow or shrink when the LR schedule does not depend on it."""
+    groups = set(identity.training_groups(saved)) | set(identity.training_groups(current))
+    a, b = identity.result_settings(saved, groups), identity.result_settings(current, groups)
+    keys = identity.config_differences(saved, current, groups)
+    schedule = b.get("trainer.lr_scheduler")
+    if schedule in LENGTH_FREE_SCHEDULES and a.get("trainer.lr_scheduler") == schedule:
+        keys = [k for k in keys if k != "trainer.max_steps"]
+    return [f"{k}: checkpoint={a.get(k, '<absent>')!r}, now={b.get(k, '<absent>')!r}" for k in keys]
 
 
 # --------------------------------------------------------------------------- manager
@@ -480,6 +459,13 @@ def apply_checkpoint(
             + "\n  ".join(diffs)
             + "\nRerun with the same overrides as that run (see its .hydra/overrides.yaml or the "
             "checkpoint's state.json) plus resume=true, or start a new run dir"
+        )
+    trainer = fingerprint["config"].get("trainer")
+    max_steps = trainer.get("max_steps") if isinstance(trainer, Mapping) else None
+    if isinstance(max_steps, int) and checkpoint.step > max_steps:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: it is at step {checkpoint.step}, past "
+            f"trainer.max_steps={max_steps}; pass trainer.max_steps ≥ {checkpoint.step} or start a new run dir"
         )
     for name, now in fingerprint["data"].items():
         before = saved.get("data", {}).get(name)

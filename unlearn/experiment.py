@@ -36,7 +36,7 @@ from unlearn.data.pku_saferlhf import forget_examples
 from unlearn.data.stream import BatchStream
 from unlearn.errors import UnlearnError
 from unlearn.evaluation.stage import EvaluationStage
-from unlearn.identity import method_label
+from unlearn.identity import method_label, settings_fingerprint
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import ThreeObjectives
@@ -145,6 +145,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
         lambda: select_resume_checkpoint(run_dir, CheckpointManager(run_dir), resume_flag(cfg)))
     try:
         validate_config(cfg)
+        summary["settings_sha256"] = settings_fingerprint(cfg)  # unlearn.identity: seed included
         checkpoints = CheckpointManager(run_dir, keep=int(cfg.trainer.get("keep_checkpoints", 2)))
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))

@@ -37,13 +37,11 @@ from unlearn.evaluation.diversity import diversity
 from unlearn.evaluation.generation import distinct_prompts, generate_answers
 from unlearn.evaluation.perplexity import (
     LogitsFn, answer_nll, corpus_loss, mean_perplexity, model_logits_fn)
+from unlearn.identity import result_config
 
 EVAL_VERSION = 3  # 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
 log = logging.getLogger(__name__)
 ReferenceFn = Callable[[], AbstractContextManager[LogitsFn]]
-# eval keys that do not change the numbers (left out of the cache key)
-NON_RESULT_KEYS = {"enabled", "cache", "progress_bar", "every_n_steps", "every_n_prompts",
-                   "save_generations", "device", "cache_dir"}
 
 
 @dataclass
@@ -184,13 +182,6 @@ def preserved_rng() -> Iterator[None]:
             np.random.set_state(npy)
 
 
-def _plain(node, drop: set[str] = frozenset()) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    return {k: v for k, v in value.items() if k not in drop} if isinstance(value, dict) else value
-
-
 # ---------------------------------------------------------------- the hook used by experiment.py
 class EvaluationStage:
     """Evaluation inside a run. Disabled (every method returns ``{}``/``None``) when
@@ -273,15 +264,18 @@ class EvaluationStage:
                 batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar)
 
     def key_parts(self) -> dict[str, Any]:
+        """What the original model's evaluation depends on: the result settings of the model, data,
+        eval, judge and scorer (:func:`unlearn.identity.result_config`) and the texts evaluated."""
+        settings = result_config(self.cfg, groups=("model", "dataset", "eval", "judge", "scorer"))
         return {
-            "model": _plain(self.cfg.model, {"device", "cache_dir"}),
+            "model": settings.get("model"),
             "model_id": [self.loaded.name, self.loaded.source],
-            "data": _plain(self.cfg.dataset),
+            "data": settings.get("dataset"),
             "prompts": hashlib.sha256("\x00".join(self.prompts).encode()).hexdigest(),
             "normal": hashlib.sha256(json.dumps(self.normal_pairs).encode()).hexdigest(),
-            "eval": _plain(self.ecfg, NON_RESULT_KEYS),
-            "judge": _plain(self.cfg.judge, NON_RESULT_KEYS),
-            "scorer": _plain(self.cfg.scorer, NON_RESULT_KEYS),
+            "eval": settings.get("eval"),
+            "judge": settings.get("judge"),
+            "scorer": settings.get("scorer"),
         }
 
     def _save(self, records, stage: str) -> None:

@@ -6,8 +6,9 @@
    ``hydra.sweeper.params`` (e.g. ``+method: a,b,c`` × ``seed: 0,1,2``), its sweep dir and
    per-job subdir (deterministic: ``<sweep dir>/<method>/seed=<seed>``, no job number).
 2. Checks each job's run dir. ``summary.json`` with ``status: completed`` is done and skipped,
-   provided its saved ``.hydra/config.yaml`` matches the job's config (a mismatch stops the driver:
-   pass another ``hydra.sweep.dir`` or delete that run). Any other content (failed, killed,
+   provided its saved ``.hydra/config.yaml`` matches the job's config in every setting that changes
+   a result (:func:`unlearn.identity.config_differences`; a mismatch stops the driver: pass another
+   ``hydra.sweep.dir`` or delete that run). Any other content (failed, killed,
    running) is moved to ``<sweep dir>/.stale/`` and the job is run again from scratch.
 3. Launches the missing jobs as Hydra multiruns, ``python -m unlearn.run -m experiment=<name>
    key=v1,v2 …``, covering exactly the missing set with as few products as it can; any Hydra
@@ -32,14 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn.identity import config_differences
 from unlearn.results.collect import COMPLETED, read_json, read_yaml, run_status
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
-# Keys that may differ between a finished run and a relaunch without changing its result.
-IGNORED_KEYS = {"data_dir", "cache_dir", "output_root", "resume", "threads", "logger",
-                "trainer.progress_bar", "eval.progress_bar", "judge.progress_bar",
-                "scorer.progress_bar", "eval.device", "model.device", "judge.device", "scorer.device"}
 
 
 @dataclass
@@ -102,28 +100,6 @@ def grid(experiment: str, overrides: Sequence[str]) -> tuple[list[str], dict[str
     if not swept:
         raise SweepError(f"experiment={experiment} defines no hydra.sweeper.params and no sweep was given")
     return plain, swept
-
-
-def _prune(container: Any, prefix: str = "") -> Any:
-    if not isinstance(container, dict):
-        return container
-    return {k: _prune(v, f"{prefix}{k}.") for k, v in container.items()
-            if f"{prefix}{k}" not in IGNORED_KEYS and k != "hydra"}
-
-
-def config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ (keys in :data:`IGNORED_KEYS` left out)."""
-    a, b = _prune(saved, ""), _prune(wanted, "")
-    return _diff(a, b, prefix)
-
-
-def _diff(a: Any, b: Any, prefix: str) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def plan(experiment: str, overrides: Sequence[str] = ()) -> tuple[list[str], list[Job]]:

@@ -170,6 +170,9 @@ def _get(config: dict, dotted: str) -> Any:
     return node
 
 
+# The headline settings printed under a table (label -> dotted config key): a display choice, each
+# a result setting of unlearn.identity (tests/test_fingerprint.py). Any other result setting that
+# differs between runs of one method is named under the table by build_notes.
 SETTINGS = {
     "steps": "trainer.max_steps",
     "forget batch": "trainer.forget_batch_size",
@@ -180,6 +183,19 @@ SETTINGS = {
     "max new tokens": "eval.max_new_tokens",
     "utility examples": "eval.utility_max_examples",
 }
+
+
+def mixed_settings(runs: Sequence[Run]) -> list[str]:
+    """Result settings (:func:`unlearn.identity.config_differences`) other than ``seed`` that differ
+    between runs averaged into one row: such a row mixes settings."""
+    from unlearn.identity import config_differences
+
+    first: dict[str, Run] = {}
+    keys: set[str] = set()
+    for r in runs:
+        if r.config and first.setdefault(r.method, r) is not r:
+            keys.update(config_differences(first[r.method].config, r.config))
+    return sorted(keys - {"seed"})
 
 
 def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
@@ -194,6 +210,9 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     for label, key in SETTINGS.items():
         values = {str(_get(r.config, key)) for r in completed}
         notes[label] = ", ".join(sorted(values))
+    mixed = mixed_settings(completed)
+    if mixed:
+        notes["settings that differ between seeds of one method"] = ", ".join(mixed)
     weights = sorted({f"{r.method}: {_get(r.config, 'aggregator.weights')}" for r in completed
                       if _get(r.config, "aggregator.weights") is not None})
     if weights:
