@@ -154,14 +154,17 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     for c in COLUMNS:
         assert f"{c.label} {c.arrow}" in header
     assert "Harmful rate ↓" in header and "Diversity (distinct-2) ↑" in header
-    assert "| uce+dual (MOLLM) | 3 | 0.400 ± 0.200 |" in md
+    # no per-prompt records: a t-interval over seeds (†), mean ± t_{0.975, n−1} · sd / √n
+    half = 4.302653 * 0.2 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
+    assert f"| uce+dual (MOLLM) | 3 | {0.4:.3f} [{0.4 - half:.3f}, {0.4 + half:.3f}]† |" in md
     assert "| original (FakeLM) | 1 | 0.800 |" in md
-    assert "**0.200 ± 0.141**" in md  # GA has the lowest harmful rate: bold
+    half = 12.706205 * math.sqrt(0.02) / math.sqrt(2)  # t_{0.975, 1} = 12.706205
+    assert f"**0.200 [{0.2 - half:.3f}, {0.2 + half:.3f}]†**" in md  # GA has the lowest harmful rate: bold
     assert "3 of 8 runs are left out" in md and "RuntimeError: boom" in md
     assert "status=running" in md
 
     tex = to_latex(table)
-    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 $\pm$ 0.200" in tex
+    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 [-0.097, 0.897]$^\dagger$" in tex
     assert r"uce+dual (MOLLM)" in tex and r"ga+weighted\_sum" in tex and r"$\downarrow$" in tex
     assert "_" not in tex.replace(r"\_", "").split(r"\begin{tabular}")[1]
 
@@ -169,7 +172,9 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert [r["method"] for r in rows] == ["original", "ga+weighted_sum", "uce+dual"]
     assert float(rows[2]["harmful_rate_mean"]) == pytest.approx(0.4)
     assert float(rows[2]["harmful_rate_std"]) == pytest.approx(0.2)
-    assert rows[0]["harmful_rate_std"] == ""  # the original: one value, no std
+    assert float(rows[2]["harmful_rate_hi"]) == pytest.approx(0.4 + 4.302653 * 0.2 / math.sqrt(3), abs=1e-5)
+    assert rows[2]["harmful_rate_interval"] == "t over seeds"
+    assert rows[0]["harmful_rate_std"] == rows[0]["harmful_rate_lo"] == ""  # the original: one value
 
 
 def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> None:
@@ -181,12 +186,12 @@ def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> Non
     make_run(root, "e", "ga+weighted_sum", 0)  # a judge without validation counts: no corrected keys
     table = build_table("e", collect_runs([root]))
     md = to_markdown(table)
-    assert "Harmful rate (corrected) [95% CI] ↓" in md.splitlines()[2]
-    # mean ± std over seeds of the estimate, then the mean bounds of the per-run intervals
-    assert "| uce+dual (MOLLM) | 2 | **0.400 ± 0.000** | **0.400 ± 0.141 [0.100, 0.600]** |" in md
+    assert "Harmful rate (corrected) ↓" in md.splitlines()[2]
+    # the mean over seeds of the estimate, then the mean bounds of the per-run intervals
+    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | **0.400 [0.100, 0.600]** |" in md
     assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md
     assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md
-    assert r"0.400 $\pm$ 0.141 [0.100, 0.600]" in to_latex(table)
+    assert r"\textbf{0.400 [0.100, 0.600]}" in to_latex(table)
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
     assert float(rows["uce+dual"]["harmful_rate_corrected_hi_mean"]) == pytest.approx(0.6)
     assert rows["ga+weighted_sum"]["harmful_rate_corrected_mean"] == ""
