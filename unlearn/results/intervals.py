@@ -2,13 +2,14 @@
 
 For a method with S completed seeds that all kept per-prompt records of the same prompts, a
 metric's matrix is ``X[s, j]`` = the value of prompt j in seed s (NaN: missing, e.g. the
-fluency of an empty answer), and its interval is :func:`unlearn.uncertainty.seed_prompt_interval`
-(variance components of seeds and prompts with a Satterthwaite t quantile, so it carries both
-the seed-to-seed and the prompt sampling error; with one seed, a bootstrap over prompts). Otherwise (no records, e.g. runs
-from before per-prompt logging, or a corpus-level metric such as distinct-2) the interval is a
+fluency of an empty answer), and its interval is
+:func:`unlearn.uncertainty.seed_prompt_interval` (variance components of seeds and prompts with
+a Satterthwaite t quantile, so it carries both the seed-to-seed and the prompt sampling error;
+with one seed, a bootstrap over prompts). Otherwise (no records, e.g. runs from before
+per-prompt logging, or a corpus-level metric such as distinct-2) the interval is a
 t-interval over the S per-seed values, ``mean ± t_{S−1, 0.975} · sd / √S`` (none for S = 1).
 
-How each interval was made is one of :data:`HOW`; the tables mark the t-intervals.
+How each interval was made starts with one of :data:`HOW`; the tables mark the t-intervals.
 """
 
 from __future__ import annotations
@@ -78,15 +79,30 @@ def matrix_interval(matrix: np.ndarray, metric: str, settings: Bootstrap) -> Int
     return interval
 
 
+def agrees_with_summary(matrix: np.ndarray, runs: Sequence[Run], metric: str, stage: str) -> bool:
+    """Each seed's records reproduce its summary value (relative tolerance 1e-6); records from
+    another evaluation than the summary's would otherwise give an interval around another mean."""
+    with np.errstate(invalid="ignore"):
+        per_seed = np.nanmean(matrix, axis=1)
+    if metric == UTILITY:
+        per_seed = np.exp(per_seed)
+    summary = np.array([r.eval_value(stage, metric) for r in runs], dtype=float)
+    return bool(np.allclose(per_seed, summary, rtol=1e-6, atol=1e-9, equal_nan=True))
+
+
 def metric_interval(runs: Sequence[Run], records: Sequence[StageRecords | None], metric: str,
                     settings: Bootstrap, stage: str = "after") -> tuple[Interval | None, str]:
-    """A method's interval of ``metric`` and how it was made (one of :data:`HOW`, "" for none)."""
+    """A method's interval of ``metric`` and how it was made (one of :data:`HOW`, "" for none).
+    Records that do not reproduce the summary values are not used (t over seeds instead)."""
     matrix = metric_matrix(records, metric)
-    if matrix is not None and np.isfinite(matrix).any():
+    usable = matrix is not None and bool(np.isfinite(matrix).any())
+    if usable and agrees_with_summary(matrix, runs, metric, stage):
         return matrix_interval(matrix, metric, settings), SEEDS_PROMPTS
     interval = t_interval([r.eval_value(stage, metric) for r in runs], settings.level)
-    return interval, (T_SEEDS if interval is not None else "")
+    if interval is None:
+        return None, ""
+    return interval, T_SEEDS + (" (per-prompt records do not reproduce the summary values)" if usable else "")
 
 
-__all__ = ["HOW", "LEVEL", "RUN_BOUNDS", "SEEDS_PROMPTS", "T_SEEDS", "Bootstrap", "matrix_interval",
-           "metric_interval", "metric_matrix", "t_interval"]
+__all__ = ["HOW", "LEVEL", "RUN_BOUNDS", "SEEDS_PROMPTS", "T_SEEDS", "Bootstrap", "agrees_with_summary",
+           "matrix_interval", "metric_interval", "metric_matrix", "t_interval"]

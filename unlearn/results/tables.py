@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn.results.collect import EXCLUDED, OBJECTIVES, Run, as_float
-from unlearn.results.intervals import RUN_BOUNDS, SEEDS_PROMPTS, T_SEEDS, Bootstrap, metric_interval
+from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
 from unlearn.results.records import StageRecords, majority_key, stage_records
 
 ORIGINAL = "original"
@@ -182,7 +182,7 @@ def original_row(completed: Sequence[Run], settings: Bootstrap = Bootstrap()) ->
     before = next((rec for rec in (stage_records(r, "before") for r in completed) if rec is not None), None)
     if before is not None and n == 1:
         add_intervals(row, completed[:1], [before], settings, "before")
-        row.how = {k: v for k, v in row.how.items() if v != T_SEEDS}  # one model: no seed spread
+        row.how = {k: v for k, v in row.how.items() if not v.startswith(T_SEEDS)}  # one model: no seed spread
     return row
 
 
@@ -301,7 +301,7 @@ def cell(mean: float, lo: float, hi: float, digits: int, mark: str = "") -> str:
 def column_cell(row: Row, c: Column) -> str:
     """:func:`cell` of a row's column; † marks a t-interval over seeds (no per-prompt records)."""
     key = c.key
-    mark = T_MARK if row.how.get(key) == T_SEEDS else ""
+    mark = T_MARK if row.how.get(key, "").startswith(T_SEEDS) else ""
     return cell(row.mean.get(key, math.nan), row.lo.get(key, math.nan), row.hi.get(key, math.nan), c.digits, mark)
 
 
