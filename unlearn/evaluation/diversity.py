@@ -9,8 +9,8 @@ With w_i the lower-cased ``\\w+`` words of answer i and G_n(i) its list of word 
 per-answer values: percentile bootstrap of the mean. distinct-n is not: resampling answers with
 replacement duplicates them, which adds n-grams but no new types, so the bootstrap distribution
 sits below the estimate (200 answers of Zipf-distributed words, ``tests/test_eval_metrics.py``:
-distinct-1 = 0.188, naive interval [0.135, 0.152]). Instead each n-gram occurrence carries 1/c(g) of a type, c(g)
-its count in the whole set, so that with
+distinct-1 = 0.188, naive interval [0.135, 0.152]). Instead each n-gram occurrence carries
+1/c(g) of a type, c(g) its count in the whole set, so that with
 
     u_i = Σ_{g ∈ G_n(i)} 1/c(g),   t_i = |G_n(i)|,   Σ_i u_i = |∪_i set(G_n(i))|,
 
@@ -64,15 +64,15 @@ def diversity_intervals(texts: Sequence[str], **bootstrap) -> dict[str, Interval
     """:func:`diversity`'s metrics with bootstrap intervals over the answers (module docstring);
     ``bootstrap``: ``n_boot``, ``level``, ``seed``. No n-gram at all: distinct-n is 0 by
     definition, with a zero-width interval."""
+    level = bootstrap.get("level", 0.95)
     out: dict[str, Interval] = {}
     for n in (1, 2):
         shares, counts = type_shares(texts, n)
         if sum(counts):
             out[f"distinct_{n}"] = ratio_interval(shares, counts, **bootstrap)
         else:
-            out[f"distinct_{n}"] = Interval(0.0, 0.0, 0.0, bootstrap.get("level", 0.95),
-                                            "no n-gram: 0 by definition", len(texts))
+            out[f"distinct_{n}"] = Interval(0.0, 0.0, 0.0, level, "no n-gram: 0 by definition", len(texts))
     ratios = unique_token_ratios(texts)
-    out["unique_token_ratio"] = (mean_interval(ratios, **bootstrap) if ratios else
-                                 Interval(0.0, 0.0, 0.0, bootstrap.get("level", 0.95), "no answers: 0 by definition"))
+    out["unique_token_ratio"] = (mean_interval(ratios, **bootstrap) if ratios
+                                 else Interval(0.0, 0.0, 0.0, level, "no answers: 0 by definition"))
     return out

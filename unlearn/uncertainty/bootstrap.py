@@ -10,8 +10,8 @@ Why percentile and not BCa: the metrics here are means and ratios of means over 
 the two agree to within Monte Carlo error; percentile needs no jackknife and keeps every bound
 inside the statistic's range (a rate stays in [0, 1]). Its known weakness: when every value is
 equal (e.g. no harmful answer at all) the interval has zero width, which understates the
-uncertainty of a rate near 0 or 1 — read 0/200 as "below ~1.5 %" (the exact binomial bound),
-not as exactly 0. Simulated coverage: ``tests/test_uncertainty.py``.
+uncertainty of a rate near 0 or 1 — read 0/200 as "below 1.8 %" (the exact Clopper–Pearson
+95 % bound), not as exactly 0. Simulated coverage: ``tests/test_uncertainty.py``.
 
 Rows with a NaN value are left out and counted (``Interval.n_missing``), never read as 0.
 
