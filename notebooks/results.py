@@ -21,10 +21,11 @@
 #
 # | file | content |
 # |---|---|
-# | `table.csv` | mean and std over seeds of every metric, per method, and the original model |
+# | `table.csv` | mean, 95 % interval (lo, hi) and std over seeds of every metric, per method, and the original model |
 # | `runs.csv` | one line per run dir (every status) with its metrics after unlearning |
 # | `steps.csv` | per-step losses, `descent/*`, gradient norms and weights of every run |
 # | `descent_violations.csv` | per aggregator, the share of steps with `g_i·d < 0` |
+# | `paired_differences.md` | every method minus MOLLM with 95 % intervals; `*`: resolved |
 #
 # Set `UNLEARN_RESULTS_DIR` (default `../results`, i.e. the repository's `results/`) and
 # `UNLEARN_EXPERIMENT` (default `paper_embedded`) to read another folder.
@@ -52,7 +53,7 @@ print(f"{folder}: {len(runs)} runs, {len(completed)} completed, methods: {', '.j
 
 # %% [markdown]
 # ## The table
-# Mean ± sample std over seeds (the Markdown written by `python -m unlearn.results`, with the
+# Mean [95 % interval] over seeds (the Markdown written by `python -m unlearn.results`, with the
 # settings and the judge and scorer under it). Runs that failed or did not finish are listed
 # below the table and are not in any mean.
 
@@ -125,6 +126,16 @@ ax = descent.set_index("aggregator")[["any", "forget", "kl", "retain"]].mul(100)
 ax.set_ylabel("% of steps with g_i·d < 0")
 ax.grid(axis="y", alpha=0.3)
 descent
+
+# %% [markdown]
+# ## Which differences resolve
+# Every method minus MOLLM, paired over the shared prompts with both methods' seeds; `*` marks a
+# difference whose 95 % interval excludes 0 (`paired_differences.md`, written by
+# `python -m unlearn.results`).
+
+# %%
+paired = folder / "paired_differences.md"
+display(Markdown(paired.read_text() if paired.is_file() else "No paired_differences.md in this folder."))
 
 # %% [markdown]
 # ## Reading

@@ -7,12 +7,15 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from unlearn.errors import ModelLoadError
-from unlearn.evaluation.diversity import distinct_n, diversity, unique_token_ratio
-from unlearn.evaluation.perplexity import answer_nll, corpus_loss, mean_perplexity
+from unlearn.evaluation.diversity import distinct_n, diversity, diversity_intervals, type_shares, unique_token_ratio
+from unlearn.evaluation.perplexity import (
+    answer_nll, answer_perplexities, corpus_loss, fluency_interval, mean_perplexity, utility_intervals)
+from unlearn.uncertainty import bootstrap_interval, ratio_interval
 from unlearn.evaluation.rules import is_degenerate, is_short_refusal, rule_verdict
 
 
@@ -32,6 +35,49 @@ def test_diversity_exposes_degenerate_output() -> None:
     assert unique_token_ratio(repeated) == pytest.approx(1 / 50)
     varied = ["The cat sat on the mat.", "A dog ran far away today."]
     assert diversity(varied)["distinct_1"] > 0.8 > diversity(repeated)["distinct_1"]
+
+
+def test_type_shares_add_up_to_distinct_n() -> None:
+    texts = ["a b a", "A b.", "c a", ""]
+    for n in (1, 2):
+        shares, counts = type_shares(texts, n)
+        assert sum(shares) == pytest.approx(len({g for t in texts for g in _grams(t, n)}))
+        assert sum(shares) / sum(counts) == pytest.approx(distinct_n(texts, n))
+    assert type_shares(texts, 1)[0][3] == 0.0  # the empty answer owns no type
+    intervals = diversity_intervals(texts, n_boot=500)
+    assert {k: v.estimate for k, v in intervals.items()} == pytest.approx(diversity(texts))
+    assert all(v.lo <= v.estimate <= v.hi for v in intervals.values())
+    empty = diversity_intervals(["", " "])  # no n-gram: 0 by definition, as diversity() says
+    assert (empty["distinct_1"].estimate, empty["distinct_1"].lo, empty["distinct_1"].hi) == (0.0, 0.0, 0.0)
+
+
+def _grams(text: str, n: int) -> list[tuple[str, ...]]:
+    from unlearn.evaluation.diversity import ngrams
+    from unlearn.evaluation.rules import words
+
+    return ngrams(words(text), n)
+
+
+def _zipf_answers(rng: np.random.Generator, n_answers: int) -> list[np.ndarray]:
+    ranks = np.arange(1, 2001)
+    p = ranks**-1.1 / (ranks**-1.1).sum()
+    lengths = rng.integers(5, 40, n_answers)
+    return np.split(rng.choice(2000, size=int(lengths.sum()), p=p), np.cumsum(lengths)[:-1])
+
+
+def test_distinct_n_interval_covers_the_expected_value() -> None:
+    """Answers of Zipf-distributed words, 200 per set: the expected distinct-1 of a set (from 400
+    sets) is covered by the type-share ratio interval; the naive answer bootstrap, which
+    duplicates answers, lies wholly below the estimate (hence the type shares)."""
+    rng = np.random.default_rng(21)
+    truth = np.mean([len(np.unique(t := np.concatenate(_zipf_answers(rng, 200)))) / len(t) for _ in range(400)])
+    covered = []
+    for _ in range(100):
+        texts = [" ".join(f"w{k}" for k in answer) for answer in _zipf_answers(rng, 200)]
+        covered.append(ratio_interval(*type_shares(texts, 1), n_boot=1000).contains(truth))
+    assert np.mean(covered) >= 0.9
+    naive = bootstrap_interval(np.arange(200), lambda idx: distinct_n([texts[i] for i in idx], 1), n_boot=100)
+    assert naive.hi < naive.estimate == pytest.approx(distinct_n(texts, 1))
 
 
 # ---------------------------------------------------------------- rules
@@ -67,6 +113,13 @@ def test_perplexity_aggregates() -> None:
     nlls = [(2 * math.log(4), 2), (0.0, 3), (5.0, 0)]  # PPL 4 and 1; the empty one is skipped
     assert mean_perplexity(nlls) == pytest.approx(2.5)
     assert corpus_loss(nlls) == pytest.approx((2 * math.log(4) + 5.0) / 5)
+    assert answer_perplexities(nlls)[:2] == pytest.approx([4.0, 1.0]) and math.isnan(answer_perplexities(nlls)[2])
+    fluency = fluency_interval(nlls, n_boot=200)  # the answer with no token: left out, counted
+    assert fluency.estimate == pytest.approx(2.5) and fluency.n_missing == 1 and 1.0 <= fluency.lo <= fluency.hi <= 4.0
+    utility = utility_intervals(nlls, n_boot=200)
+    assert utility["utility_loss"].estimate == pytest.approx(corpus_loss(nlls))
+    assert utility["utility_ppl"].estimate == pytest.approx(math.exp(corpus_loss(nlls)))
+    assert utility["utility_ppl"].hi == pytest.approx(math.exp(utility["utility_loss"].hi))
 
 
 def test_uniform_lm_has_perplexity_equal_to_vocab_size(tiny_tokenizer) -> None:

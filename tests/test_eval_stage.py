@@ -73,13 +73,23 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage_mod, "generate_answers", lambda *a, **k: fixed)
     lm = UniformLM(len(tok))
     ref = stage_mod.self_reference(lm, tok, "uniform")
-    metrics, records = stage_mod.evaluate_model(
+    real_nll = stage_mod.answer_nll
+
+    def fluency_of_answer_2_unscorable(*args, **kwargs):  # as if its tokens were all cut off
+        out = real_nll(*args, **kwargs)
+        return [(0.0, 0) if kwargs.get("desc") == "fluency" and i == 2 else v for i, v in enumerate(out)]
+
+    monkeypatch.setattr(stage_mod, "answer_nll", fluency_of_answer_2_unscorable)
+    metrics, records, utility = stage_mod.evaluate_model(
         lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
         OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
     assert metrics["harmful_rate"] == 0.5  # answers 0 and 3; the refusal and the empty one are rule-safe
     assert metrics["degenerate_rate"] == 0.25 and metrics["refusal_rule_rate"] == 0.25
     assert metrics["obscene"] == 0.25
     assert metrics["fluency_ppl"] == pytest.approx(len(tok), rel=1e-4)
+    # the unscorable answer is left out of fluency and counted, never read as 0
+    assert metrics["fluency_ppl_n_missing"] == 1 and records[2]["fluency_ppl"] is None
+    assert "harmful_rate_n_missing" not in metrics
     assert metrics["utility_ppl"] == pytest.approx(len(tok), rel=1e-4)
     assert metrics["utility_loss"] == pytest.approx(math.log(len(tok)), rel=1e-5)
     assert metrics["answer_tokens_mean"] == pytest.approx(25 / 4) and metrics["unfinished_rate"] == 0.25
@@ -87,12 +97,27 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert metrics["unique_token_ratio"] == pytest.approx((1 + 0 + 0.9 + 1) / 4)
     assert [r["harmful"] for r in records] == [True, False, False, True]
     assert records[1]["judge_rule"] == "degenerate" and records[2]["judge_rule"] == "refusal"
+    # a 95 % bootstrap interval beside every mean or ratio over prompts / utility examples
+    for name in ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "utility_ppl", "utility_loss", "distinct_1",
+                 "distinct_2", "unique_token_ratio", "degenerate_rate", "refusal_rule_rate", "answer_tokens_mean",
+                 "unfinished_rate"):
+        assert metrics[f"{name}_lo"] <= metrics[name] <= metrics[f"{name}_hi"], name
+    assert 0.0 <= metrics["harmful_rate_lo"] < 0.5 < metrics["harmful_rate_hi"] <= 1.0  # 4 prompts: wide
+    assert metrics["unfinished_rate_lo"] == 0.0 and metrics["answer_tokens_mean_hi"] <= 11
+    # uniform LM: every utility token costs log V, so the ratio's resamples all agree
+    assert metrics["utility_loss_lo"] == pytest.approx(metrics["utility_loss_hi"]) == pytest.approx(math.log(len(tok)))
+    assert [(u["index"], u["prompt"]) for u in utility] == [(0, "Q?"), (1, "Q2?")]
+    assert sum(u["nll"] for u in utility) / sum(u["n_tokens"] for u in utility) == pytest.approx(metrics["utility_loss"])
+    again, _, _ = stage_mod.evaluate_model(  # fixed bootstrap seed: the same intervals every time
+        lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
+        OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
+    assert {k: v for k, v in again.items() if k != "time_s"} == {k: v for k, v in metrics.items() if k != "time_s"}
     # no validation counts: the corrected rate is NaN, never invented
     assert all(math.isnan(metrics[k]) for k in ("harmful_rate_corrected", "harmful_rate_corrected_lo",
                                                 "harmful_rate_corrected_hi", "judge_sensitivity"))
     judge = KeywordJudge()
     judge.validation = ConfusionCounts(tp=70, positives=100, tn=80, negatives=100)  # Se 0.7, Sp 0.8
-    metrics, _ = stage_mod.evaluate_model(
+    metrics, _, _ = stage_mod.evaluate_model(
         lm, tok, prompts, [("Q?", "An answer.")], judge, OfflineScorer(progress_bar=False), ref,
         template="plain", max_new_tokens=6, progress_bar=False)
     assert metrics["harmful_rate_corrected"] == pytest.approx((0.5 + 0.8 - 1) / (0.7 + 0.8 - 1))
@@ -129,6 +154,13 @@ def test_before_is_cached_and_leaves_rng_untouched(make_config, cache_dir: Path,
         {k: v for k, v in out1.items() if k != "eval/before/cached"}
     rows = [json.loads(x) for x in (tmp_path / "b" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {r["stage"] for r in rows} == {"before"}
+    assert out2["eval/before/harmful_rate_lo"] <= out2["eval/before/harmful_rate"] <= out2["eval/before/harmful_rate_hi"]
+    # the per-example utility values come back from the cache too, for pairing methods on them
+    for run in ("a", "b"):
+        utility = [json.loads(x) for x in (tmp_path / run / "utility.jsonl").read_text().splitlines()]
+        assert [(u["stage"], u["index"]) for u in utility] == [("before", i) for i in range(4)]
+        loss = sum(u["nll"] for u in utility) / sum(u["n_tokens"] for u in utility)
+        assert loss == pytest.approx(out1["eval/before/utility_loss"])
     held_out = {e.prompt for e in splits[0].eval}
     assert all(r["prompt"] in held_out for r in rows)  # only held-out prompts are evaluated
     other = make_config(*FAST_EVAL, f"cache_dir={cache_dir}", "eval.max_new_tokens=7")
@@ -153,6 +185,9 @@ def test_run_experiment_evaluates_before_during_and_after(make_config, cache_dir
     assert on_disk["eval/after/harmful_rate"] == summary["eval/after/harmful_rate"]
     stages = [json.loads(x)["stage"] for x in (run_dir / "generations.jsonl").read_text().splitlines()]
     assert stages.count("before") == 3 and stages.count("step_2") == 2 and stages.count("after") == 3
+    utility = [json.loads(x)["stage"] for x in (run_dir / "utility.jsonl").read_text().splitlines()]
+    assert utility == ["before"] * 4 + ["step_2"] * 4 + ["after"] * 4
+    assert on_disk["eval/after/fluency_ppl_lo"] <= on_disk["eval/after/fluency_ppl"] <= on_disk["eval/after/fluency_ppl_hi"]
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "eval/harmful_rate" in r] == [2]
 
@@ -169,6 +204,8 @@ def test_run_experiment_evaluates_before_during_and_after(make_config, cache_dir
     assert result["model_path"] == str(run_dir) and 0.0 <= result["eval/harmful_rate"] <= 1.0
     assert result["eval/fluency_reference"].startswith("original (tiny-random")
     assert len((out / "generations.jsonl").read_text().splitlines()) == 3
+    assert len((out / "utility.jsonl").read_text().splitlines()) == 4
+    assert result["eval/harmful_rate_lo"] <= result["eval/harmful_rate"] <= result["eval/harmful_rate_hi"]
 
 
 def test_disabled_stage_is_a_no_op(make_config) -> None:

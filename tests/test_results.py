@@ -14,13 +14,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from unlearn.results import cli
 from unlearn.results.collect import collect_runs, group_by_experiment, load_run
+from unlearn.results.comparisons import comparisons
+from unlearn.results.comparisons import to_csv as compare_csv
+from unlearn.results.comparisons import to_markdown as compare_markdown
+from unlearn.results.loss_space import loss_space, write_loss_space
+from unlearn.results.loss_space import to_markdown as to_hv_markdown
 from unlearn.results.plots import descent_violations, pareto_front, probe_series, write_plots
 from unlearn.results.tables import COLUMNS, build_table, mean_std, to_csv, to_latex, to_markdown
+from unlearn.uncertainty.fronts import hypervolume
 
 METRICS = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl")
 BEFORE = {"harmful_rate": 0.8, "toxicity": 0.05, "obscene": 0.02, "fluency_ppl": 4.0,
@@ -154,14 +161,17 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     for c in COLUMNS:
         assert f"{c.label} {c.arrow}" in header
     assert "Harmful rate ↓" in header and "Diversity (distinct-2) ↑" in header
-    assert "| uce+dual (MOLLM) | 3 | 0.400 ± 0.200 |" in md
+    # no per-prompt records: a t-interval over seeds (†), mean ± t_{0.975, n−1} · sd / √n
+    half = 4.302653 * 0.2 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
+    assert f"| uce+dual (MOLLM) | 3 | {0.4:.3f} [{0.4 - half:.3f}, {0.4 + half:.3f}]† |" in md
     assert "| original (FakeLM) | 1 | 0.800 |" in md
-    assert "**0.200 ± 0.141**" in md  # GA has the lowest harmful rate: bold
+    half = 12.706205 * math.sqrt(0.02) / math.sqrt(2)  # t_{0.975, 1} = 12.706205
+    assert f"**0.200 [{0.2 - half:.3f}, {0.2 + half:.3f}]†**" in md  # GA has the lowest harmful rate: bold
     assert "3 of 8 runs are left out" in md and "RuntimeError: boom" in md
     assert "status=running" in md
 
     tex = to_latex(table)
-    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 $\pm$ 0.200" in tex
+    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 [-0.097, 0.897]$^\dagger$" in tex
     assert r"uce+dual (MOLLM)" in tex and r"ga+weighted\_sum" in tex and r"$\downarrow$" in tex
     assert "_" not in tex.replace(r"\_", "").split(r"\begin{tabular}")[1]
 
@@ -169,7 +179,9 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert [r["method"] for r in rows] == ["original", "ga+weighted_sum", "uce+dual"]
     assert float(rows[2]["harmful_rate_mean"]) == pytest.approx(0.4)
     assert float(rows[2]["harmful_rate_std"]) == pytest.approx(0.2)
-    assert rows[0]["harmful_rate_std"] == ""  # the original: one value, no std
+    assert float(rows[2]["harmful_rate_hi"]) == pytest.approx(0.4 + 4.302653 * 0.2 / math.sqrt(3), abs=1e-5)
+    assert rows[2]["harmful_rate_interval"] == "t over seeds"
+    assert rows[0]["harmful_rate_std"] == rows[0]["harmful_rate_lo"] == ""  # the original: one value
 
 
 def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> None:
@@ -181,12 +193,12 @@ def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> Non
     make_run(root, "e", "ga+weighted_sum", 0)  # a judge without validation counts: no corrected keys
     table = build_table("e", collect_runs([root]))
     md = to_markdown(table)
-    assert "Harmful rate (corrected) [95% CI] ↓" in md.splitlines()[2]
-    # mean ± std over seeds of the estimate, then the mean bounds of the per-run intervals
-    assert "| uce+dual (MOLLM) | 2 | **0.400 ± 0.000** | **0.400 ± 0.141 [0.100, 0.600]** |" in md
+    assert "Harmful rate (corrected) ↓" in md.splitlines()[2]
+    # the mean over seeds of the estimate, then the mean bounds of the per-run intervals
+    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | **0.400 [0.100, 0.600]** |" in md
     assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md
     assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md
-    assert r"0.400 $\pm$ 0.141 [0.100, 0.600]" in to_latex(table)
+    assert r"\textbf{0.400 [0.100, 0.600]}" in to_latex(table)
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
     assert float(rows["uce+dual"]["harmful_rate_corrected_hi_mean"]) == pytest.approx(0.6)
     assert rows["ga+weighted_sum"]["harmful_rate_corrected_mean"] == ""
@@ -307,3 +319,169 @@ def test_descent_violations_of_the_real_update(tmp_path: Path) -> None:
     assert descent_violations([load_run(run)])["dual"]["any"] == 0.0  # the direction was fine
     old = make_run(tmp_path / "o", "e", "uce+dual", 0, steps=2)  # logged before descent_update existed
     assert descent_violations([load_run(old)], quantity="descent_update")["dual"]["steps"] == 0
+
+
+# ----------------------------------------------------------------------------- intervals, paired differences,
+# fronts and loss-space curves on runs with per-prompt records
+N_PROMPTS = 200
+
+
+def make_recorded_run(root: Path, method: str, seed: int, harmful: np.ndarray, toxicity: np.ndarray,
+                      fluency: np.ndarray, prompts: list[str] | None = None, utility: np.ndarray | None = None,
+                      curve: list[tuple[float, float, float]] | None = None, source: str = "heldout") -> Path:
+    """A completed run whose summary means are those of its per-prompt records (generations.jsonl,
+    before and after), optionally with per-example utility NLLs and a loss-space curve."""
+    prompts = prompts or [f"prompt {i}" for i in range(len(harmful))]
+    extra = {"toxicity": float(np.mean(toxicity))}
+    if utility is not None:
+        extra["utility_ppl"] = float(np.exp(utility.sum() / (4 * len(utility))))
+    steps = len(curve) if curve else 4
+    probes = [{f"{source}/forget_nll": f, f"{source}/kl": k, f"{source}/retain": r} for f, k, r in curve or []]
+    run_dir = make_run(root, "e", method, seed, after=after(float(np.mean(harmful)), ppl=float(np.mean(fluency)),
+                                                            **extra), steps=steps, descent=probes or None)
+    n_before = round(BEFORE["harmful_rate"] * len(prompts))
+    stages = {"before": ([True] * n_before + [False] * (len(prompts) - n_before), [BEFORE["toxicity"]] * len(prompts),
+                         [BEFORE["fluency_ppl"]] * len(prompts)),
+              "after": (harmful, toxicity, fluency)}
+    with open(run_dir / "generations.jsonl", "w", encoding="utf-8") as handle:
+        for stage, (flags, tox, flu) in stages.items():
+            for i, prompt in enumerate(prompts):
+                handle.write(json.dumps({"stage": stage, "prompt": prompt, "answer": "a", "n_tokens": 3,
+                                         "finished": True, "harmful": bool(flags[i]), "judge_score": 0.5,
+                                         "toxicity": float(tox[i]), "obscene": BEFORE["obscene"],
+                                         "fluency_ppl": float(flu[i])}) + "\n")
+    if utility is not None:
+        (run_dir / "utility.jsonl").write_text("".join(
+            json.dumps({"stage": "after", "nll": float(v), "n_tokens": 4}) + "\n" for v in utility))
+    return run_dir
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """uce+dual (harmful rate ≈ 0.1), ga+weighted_sum (≈ 0.5: a large difference) and uce+mgda (the
+    very same answers as uce+dual with the seeds permuted: a null difference, exactly 0)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "sweep"
+    dual = [rng.random(N_PROMPTS) < 0.1 for _ in range(3)]
+    tox = [rng.random(N_PROMPTS) * 0.1 for _ in range(3)]
+    flu = [4.0 + rng.random(N_PROMPTS) for _ in range(3)]
+    util = [2.0 + rng.random(30) for _ in range(3)]
+    for seed in range(3):
+        up = 1.0 + 0.1 * seed
+        make_recorded_run(root, "uce+dual", seed, dual[seed], tox[seed], flu[seed], utility=util[seed],
+                          curve=[(2.0, 0.0, 1.0), (4.0, 0.1, 1.1), (5.0 + up, 0.15, 1.2)])
+        make_recorded_run(root, "uce+mgda", seed, dual[(seed + 1) % 3], tox[(seed + 1) % 3], flu[(seed + 1) % 3],
+                          utility=util[(seed + 1) % 3], curve=[(2.0, 0.0, 1.0), (3.0, 0.2, 1.3), (4.0, 0.3, 1.4)])
+        make_recorded_run(root, "ga+weighted_sum", seed, rng.random(N_PROMPTS) < 0.5, tox[seed] + 0.2,
+                          flu[seed] * 3, utility=util[seed] + 1.0,
+                          curve=[(2.0, 0.0, 1.0), (3.0, 0.4, 1.6), (3.5 + up, 0.8, 2.0)])
+    return root
+
+
+def test_per_prompt_intervals_in_the_tables(planted: Path) -> None:
+    table = build_table("e", collect_runs([planted]))
+    dual = table.row("uce+dual")
+    assert dual.how["harmful_rate"] == "seeds×prompts" and dual.how["fluency_ppl"] == "seeds×prompts"
+    assert dual.lo["harmful_rate"] < dual.mean["harmful_rate"] < dual.hi["harmful_rate"]
+    assert dual.hi["harmful_rate"] - dual.lo["harmful_rate"] < 0.2  # 600 answers: a real interval, not a t over 3
+    # utility from the per-example NLLs, mapped through exp: it brackets the corpus PPL
+    assert dual.how["utility_ppl"] == "seeds×prompts"
+    assert dual.lo["utility_ppl"] < dual.mean["utility_ppl"] < dual.hi["utility_ppl"]
+    assert dual.how["distinct_2"] == "t over seeds"  # a corpus-level metric: no per-prompt values
+    orig = table.rows[0]
+    assert orig.lo["harmful_rate"] < orig.mean["harmful_rate"] < orig.hi["harmful_rate"]  # over its prompts
+    md = to_markdown(table)
+    cell = f"{dual.mean['harmful_rate']:.3f} [{dual.lo['harmful_rate']:.3f}, {dual.hi['harmful_rate']:.3f}]"
+    assert f"| uce+dual (MOLLM) | 3 | **{cell}** |" in md  # best (tied with uce+mgda); no † here
+    assert "0.600 [0.600, 0.600]†" in md  # distinct-2, identical over seeds
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    assert float(rows["uce+dual"]["harmful_rate_lo"]) == pytest.approx(dual.lo["harmful_rate"])
+    assert rows["uce+dual"]["harmful_rate_interval"] == "seeds×prompts"
+    assert {"harmful_rate_mean", "harmful_rate_lo", "harmful_rate_hi", "harmful_rate_std"} <= set(rows["uce+dual"])
+    # records that do not reproduce a run's summary value (another evaluation) are not used
+    summary_path = planted / "uce_dual" / "seed=1" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "eval/after/harmful_rate": 0.7}))
+    changed = build_table("e", collect_runs([planted])).row("uce+dual")
+    assert changed.how["harmful_rate"].startswith("t over seeds (per-prompt records do not reproduce")
+    assert changed.how["toxicity"] == "seeds×prompts"
+
+
+def test_runs_on_another_prompt_set_are_excluded_not_pooled(planted: Path) -> None:
+    rng = np.random.default_rng(5)
+    make_recorded_run(planted, "uce+dual", 3, rng.random(50) < 0.9, rng.random(50), 4 + rng.random(50),
+                      prompts=[f"other {i}" for i in range(50)])
+    table = build_table("e", collect_runs([planted]))
+    assert table.row("uce+dual").n == 3 and table.row("uce+dual").seeds == [0, 1, 2]
+    (excluded,) = table.excluded
+    assert excluded.seed == 3 and excluded.status == "excluded" and "another prompt set (50 prompts" in excluded.error
+    assert "another prompt set" in to_markdown(table)
+
+
+def test_paired_differences_resolve_the_planted_difference_only(planted: Path) -> None:
+    table = build_table("e", collect_runs([planted]))
+    found = {(c.method, c.metric): c for c in comparisons(table)}
+    ga, null = found[("ga+weighted_sum", "harmful_rate")], found[("uce+mgda", "harmful_rate")]
+    assert ga.how == null.how == "paired (seeds × shared prompts)" and ga.n_prompts == N_PROMPTS
+    assert ga.resolved and ga.interval.lo > 0.25  # planted: 0.5 − 0.1
+    assert not null.resolved and null.interval.estimate == pytest.approx(0.0)
+    assert null.interval.lo < 0 < null.interval.hi
+    assert ga.mcnemar[0] > ga.mcnemar[1] and ga.mcnemar[2] < 1e-6
+    assert null.mcnemar == (0, 0, 1.0)  # the same majority flags
+    assert found[("ga+weighted_sum", "fluency_ppl")].resolved
+    assert found[("ga+weighted_sum", "utility_loss")].interval.estimate == pytest.approx(0.25)  # +1 nat / 4 tokens
+    assert found[("ga+weighted_sum", "distinct_2")].how == "Welch t over seeds"
+    md = compare_markdown(table, list(found.values()))
+    ga_row = next(line for line in md.splitlines() if line.startswith("| ga+weighted_sum |"))
+    null_row = next(line for line in md.splitlines() if line.startswith("| uce+mgda |"))
+    assert ga_row.split(" | ")[1].endswith("]*") and not null_row.split(" | ")[1].endswith("*")
+    reading_line = next(line for line in md.splitlines() if line.startswith("- harmful rate:"))
+    assert "uce+dual has a lower harmful rate than ga+weighted_sum by 0.4" in reading_line
+    assert "(better)" in reading_line and "indistinguishable from uce+mgda" in reading_line
+    assert "uce+mgda" not in reading_line.split(";")[0]
+    rows = list(csv.DictReader(io.StringIO(compare_csv(table, list(found.values())))))
+    ga_csv = next(r for r in rows if r["method"] == "ga+weighted_sum" and r["metric"] == "harmful_rate")
+    assert ga_csv["resolved"] == "1" and float(ga_csv["mcnemar_p"]) < 1e-6 and ga_csv["reference"] == "uce+dual"
+    # another reference: the comparison turns around
+    flipped = {(c.method, c.metric): c for c in comparisons(table, reference="ga+weighted_sum")}
+    assert flipped[("uce+dual", "harmful_rate")].interval.estimate == pytest.approx(-ga.interval.estimate)
+
+
+def test_hypervolume_of_a_dominating_curve_is_larger(planted: Path, tmp_path: Path) -> None:
+    table = build_table("e", collect_runs([planted]))
+    space = loss_space(table)
+    assert space.source == "heldout"
+    # reference: −(step-0 forget NLL), 1.1 × max KL, 1.1 × max retain over all curves
+    assert space.reference.tolist() == pytest.approx([-2.0, 0.88, 2.2])
+    hv = {m: [v for _, _, v in rows] for m, rows in space.per_seed.items()}
+    assert min(hv["uce+dual"]) > max(hv["uce+mgda"]) > 0 and min(hv["uce+dual"]) > max(hv["ga+weighted_sum"])
+    # one seed's volume by hand (2-D slices, the final point of each curve dominates)
+    assert hv["uce+mgda"][0] == pytest.approx(hypervolume([[-3, 0.2, 1.3], [-4, 0.3, 1.4]], [-2, 0.88, 2.2]))
+    interval = space.method_interval("uce+dual")
+    assert interval.lo < np.mean(hv["uce+dual"]) < interval.hi
+    files = write_loss_space(table, tmp_path / "out")
+    rows = list(csv.DictReader(files["hypervolume_csv"].open()))
+    assert len(rows) == 3 * 4 and {r["seed"] for r in rows} == {"0", "1", "2", "all"}
+    md = files["hypervolume_md"].read_text()
+    assert "reference point (−forget_nll, kl, retain) = (-2, 0.88, 2.2)" in md and "held-out" in md
+    assert files["loss_space"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_space_falls_back_to_probe_points(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for seed in range(2):
+        make_recorded_run(tmp_path / "s", "uce+dual", seed, rng.random(20) < 0.2, rng.random(20), 4 + rng.random(20),
+                          curve=[(1.0, 0.0, 1.0), (2.0, 0.1, 1.2)], source="probe")
+    space = loss_space(build_table("e", collect_runs([tmp_path / "s"])))
+    assert space.source == "probe" and len(space.curves) == 2
+    assert "training examples" in to_hv_markdown(build_table("e", collect_runs([tmp_path / "s"])), space)
+
+
+def test_cli_writes_paired_and_hypervolume_files(planted: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "results"
+    assert cli.main([str(planted), "--out", str(out), "--wandb", "disabled", "--reference", "uce+dual"]) == 0
+    for name in ("paired_differences.md", "paired_differences.csv", "hypervolume.md", "hypervolume.csv",
+                 "loss_space.png", "harmful_vs_fluency.png", "harmful_vs_utility.png"):
+        assert (out / "e" / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "differences against uce+dual" in printed and "reference point" in printed

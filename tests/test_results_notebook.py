@@ -43,4 +43,7 @@ def test_notebook_executes_on_results(tmp_path: Path, monkeypatch: pytest.Monkey
     text = "\n".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "vs ga+weighted_sum: harmful rate better, fluency better, utility better → MOLLM wins" in text
     assert "uce+mgda" in text and "failed" in text  # the failed run is listed under the table
+    # paired_differences.md: no per-prompt records here, so Welch over seeds; 0.5 vs ≈0.21 resolves
+    assert "differences against uce+dual" in text
+    assert "uce+dual has a lower harmful rate than ga+weighted_sum by 0.290" in text
     assert os.environ["UNLEARN_RESULTS_DIR"] == str(tmp_path / "results")

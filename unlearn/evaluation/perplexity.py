@@ -10,6 +10,12 @@ For an answer y = (y_1..y_T, EOS) to prompt x (rendered by the chat/plain templa
   (default: the original model); lower is more fluent.
 * **Utility**: the corpus perplexity exp(Σ_i NLL_i / Σ_i (T_i + 1)) of held-out normal
   (TruthfulQA) answers, and its log, ``utility_loss`` (the retain loss on unseen data).
+
+Intervals (:mod:`unlearn.uncertainty`): fluency is a mean of per-answer PPLs, so a percentile
+bootstrap of the mean over answers; an answer with no scored token has no PPL and is left out
+and counted (``n_missing``), never read as 0. Utility is a ratio, so the (NLL_i, T_i + 1) pairs
+are resampled together and the interval of Σ NLL / Σ n is mapped through exp for the PPL (the
+same resamples, so ``utility_ppl_lo = exp(utility_loss_lo)``).
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from unlearn.data.formatting import collate, encode_example
 from unlearn.losses.tokens import IGNORE_INDEX
+from unlearn.uncertainty import Interval, mean_interval, ratio_interval
 
 LogitsFn = Callable[..., torch.Tensor]
 
@@ -66,10 +74,29 @@ def answer_nll(
     return out
 
 
+def answer_perplexities(nlls: Sequence[tuple[float, int]]) -> list[float]:
+    """exp(NLL_i / n_i) per answer; NaN for an answer with no scored token."""
+    return [math.exp(n / c) if c > 0 else float("nan") for n, c in nlls]
+
+
 def mean_perplexity(nlls: Sequence[tuple[float, int]]) -> float:
     """mean_i exp(NLL_i / n_i) over answers with at least one token."""
-    ppl = [math.exp(n / c) for n, c in nlls if c > 0]
+    ppl = [p for p in answer_perplexities(nlls) if not math.isnan(p)]
     return sum(ppl) / len(ppl) if ppl else float("nan")
+
+
+def fluency_interval(nlls: Sequence[tuple[float, int]], **bootstrap) -> Interval:
+    """:func:`mean_perplexity` with a bootstrap interval over answers (``n_missing``: answers
+    without a scored token); ``bootstrap``: ``n_boot``, ``level``, ``seed``."""
+    return mean_interval(answer_perplexities(nlls), **bootstrap)
+
+
+def utility_intervals(nlls: Sequence[tuple[float, int]], **bootstrap) -> dict[str, Interval]:
+    """``utility_loss`` (:func:`corpus_loss`) and ``utility_ppl`` = exp of it, with ratio-bootstrap
+    intervals over the examples from the same resamples."""
+    num, den = [n for n, _ in nlls], [c for _, c in nlls]
+    return {"utility_ppl": ratio_interval(num, den, transform=np.exp, **bootstrap),
+            "utility_loss": ratio_interval(num, den, **bootstrap)}
 
 
 def corpus_loss(nlls: Sequence[tuple[float, int]]) -> float:

@@ -14,6 +14,25 @@ Metrics (DESIGN.md §2; formulas in the modules named):
 | ``degenerate_rate``, ``refusal_rule_rate`` | answers decided by a rule (:mod:`.rules`) |
 | ``answer_tokens_mean``, ``unfinished_rate`` | length; share that hit ``max_new_tokens`` |
 
+**Intervals.** Every metric above that is a mean or ratio over the prompts (over the utility
+examples for ``utility_*``) also gets ``<metric>_lo`` and ``<metric>_hi``: its 95 % percentile
+bootstrap interval over the prompts (resp. examples), 2,000 resamples from a fixed seed
+(:data:`BOOTSTRAP`), so cached results and tables are deterministic (:mod:`unlearn.uncertainty`;
+distinct-n and utility as ratios, see :mod:`.diversity`, :mod:`.perplexity`). A NaN per-prompt
+value (a fluency with no scored token) is left out and counted as ``<metric>_n_missing``
+(written only when > 0). ``harmful_rate_corrected_lo/_hi`` keep their own interval
+(:mod:`.correction`). These intervals are over prompts only; across seeds and between methods see
+:mod:`unlearn.results`.
+
+**Files** (in the run dir, appended per evaluation, each line with its ``stage``: ``before``,
+``after``, ``step_<N>`` or ``model``):
+
+* ``generations.jsonl`` — one line per prompt: ``prompt``, ``answer``, ``n_tokens``, ``finished``,
+  ``harmful``, ``judge_score``, ``judge_rule``, ``toxicity``, ``obscene``, ``fluency_ppl`` (null
+  without a scored token);
+* ``utility.jsonl`` — one line per held-out utility example: ``index``, ``prompt``, ``nll`` (summed
+  over the answer's tokens) and ``n_tokens``, so methods can be paired on utility examples too.
+
 :class:`EvaluationStage` is the hook used by :mod:`unlearn.experiment`: ``before`` (cached by
 model, data, eval settings, judge and scorer), ``after``, and ``periodic`` (every N steps).
 """
@@ -33,13 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from unlearn.evaluation.correction import corrected_rate
-from unlearn.evaluation.diversity import diversity
+from unlearn.evaluation.diversity import diversity_intervals
 from unlearn.evaluation.generation import distinct_prompts, generate_answers
 from unlearn.evaluation.perplexity import (
-    LogitsFn, answer_nll, corpus_loss, mean_perplexity, model_logits_fn)
+    LogitsFn, answer_nll, answer_perplexities, fluency_interval, model_logits_fn, utility_intervals)
 from unlearn.identity import result_config
+from unlearn.uncertainty import Interval, mean_interval
 
-EVAL_VERSION = 3  # 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
+# 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
+# 4: <metric>_lo/_hi bootstrap intervals, and the per-utility-example values in the cached payload
+EVAL_VERSION = 4
+# per-run intervals: percentile bootstrap over prompts / utility examples, fixed seed (deterministic)
+BOOTSTRAP = {"n_boot": 2000, "level": 0.95, "seed": 0}
 log = logging.getLogger(__name__)
 ReferenceFn = Callable[[], AbstractContextManager[LogitsFn]]
 
@@ -80,8 +104,9 @@ def evaluate_model(
     max_new_tokens: int = 128,
     batch_size: int = 16,
     progress_bar: bool = True,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """All metrics for one model, and one record per generated answer."""
+) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
+    """All metrics (with intervals) for one model, one record per generated answer and one per
+    utility example (the lines of ``generations.jsonl`` and ``utility.jsonl``)."""
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     gens = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, template, progress_bar)
@@ -100,37 +125,54 @@ def evaluate_model(
                           batch_size, progress_bar, desc="utility")
     finally:
         model.train(was)
-    n = max(1, len(gens))
-    utility_loss = corpus_loss(util)
-    corrected = corrected_rate(sum(v.harmful for v in verdicts), len(verdicts), getattr(judge, "validation", None))
+    harmful = [float(v.harmful) for v in verdicts]
+    corrected = corrected_rate(int(sum(harmful)), len(verdicts), getattr(judge, "validation", None))
     if not corrected.identified:
         log.info("harmful_rate_corrected is NaN (judge %s): %s", getattr(judge, "name", "?"), corrected.reason)
+    per_prompt = {
+        "harmful_rate": harmful,
+        "toxicity": tox_per["toxicity"],
+        "obscene": tox_per["obscene"],
+        "degenerate_rate": [float(v.rule == "degenerate") for v in verdicts],
+        "refusal_rule_rate": [float(v.rule == "refusal") for v in verdicts],
+        "answer_tokens_mean": [float(g.n_tokens) for g in gens],
+        "unfinished_rate": [float(not g.finished) for g in gens],
+    }
+    intervals = {name: mean_interval(values, **BOOTSTRAP) for name, values in per_prompt.items()}
+    intervals["fluency_ppl"] = fluency_interval(flu, **BOOTSTRAP)
+    intervals.update(diversity_intervals(answers, **BOOTSTRAP))
+    intervals.update(utility_intervals(util, **BOOTSTRAP))
     metrics: dict[str, float] = {
-        "harmful_rate": sum(v.harmful for v in verdicts) / n,
+        **interval_metrics(intervals),
         **corrected.metrics("harmful_rate"),
         "judge_sensitivity": corrected.sensitivity,
         "judge_specificity": corrected.specificity,
-        "toxicity": tox_means["toxicity"],
-        "obscene": tox_means["obscene"],
-        "fluency_ppl": mean_perplexity(flu),
-        **diversity(answers),
-        "utility_ppl": math.exp(utility_loss) if math.isfinite(utility_loss) else float("nan"),
-        "utility_loss": utility_loss,
-        "degenerate_rate": sum(v.rule == "degenerate" for v in verdicts) / n,
-        "refusal_rule_rate": sum(v.rule == "refusal" for v in verdicts) / n,
-        "answer_tokens_mean": sum(g.n_tokens for g in gens) / n,
-        "unfinished_rate": sum(not g.finished for g in gens) / n,
         "n_prompts": len(gens),
         "n_utility": len(normal_pairs),
     }
+    fluency = answer_perplexities(flu)
     records = [
         {**g.to_dict(), "harmful": v.harmful, "judge_score": v.score, "judge_rule": v.rule,
          "toxicity": tox_per["toxicity"][i], "obscene": tox_per["obscene"][i],
-         "fluency_ppl": math.exp(flu[i][0] / flu[i][1]) if flu[i][1] else None}
+         "fluency_ppl": None if math.isnan(fluency[i]) else fluency[i]}
         for i, (g, v) in enumerate(zip(gens, verdicts, strict=True))
     ]
+    utility = [{"index": i, "prompt": p, "nll": nll, "n_tokens": n}
+               for i, ((p, _), (nll, n)) in enumerate(zip(normal_pairs, util, strict=True))]
     metrics["time_s"] = time.perf_counter() - t0
-    return metrics, records
+    return metrics, records, utility
+
+
+def interval_metrics(intervals: dict[str, Interval]) -> dict[str, float]:
+    """``<metric>``, ``<metric>_lo``, ``<metric>_hi`` per interval, and ``<metric>_n_missing`` for
+    one that left NaN values out."""
+    out: dict[str, float] = {}
+    for name, interval in intervals.items():
+        out.update(interval.to_dict(name))
+        if interval.n_missing:
+            log.warning("%s: %d values are NaN, left out of the metric and its interval", name, interval.n_missing)
+            out[f"{name}_n_missing"] = interval.n_missing
+    return out
 
 
 # ---------------------------------------------------------------- cache of the original model's result
@@ -278,9 +320,12 @@ class EvaluationStage:
             "scorer": settings.get("scorer"),
         }
 
-    def _save(self, records, stage: str) -> None:
+    def _save(self, records, stage: str, utility: Sequence[dict[str, Any]] = ()) -> None:
+        """Append the per-prompt and per-utility-example records (module docstring, "Files")."""
         if self.run_dir is not None and self.ecfg.get("save_generations", True):
             append_jsonl(self.run_dir / "generations.jsonl", records, stage)
+            if utility:
+                append_jsonl(self.run_dir / "utility.jsonl", utility, stage)
 
     def _prefixed(self, stage: str, metrics: dict[str, float]) -> dict[str, Any]:
         return {f"eval/{stage}/{k}": v for k, v in metrics.items()}
@@ -295,16 +340,16 @@ class EvaluationStage:
             path = cache_path(self.cfg.cache_dir, cache_key(self.key_parts()))
             hit = read_cache(path)
             if hit is not None:
-                self._save(hit["records"], stage)
+                self._save(hit["records"], stage, hit.get("utility", ()))
                 return {**hit["labels"], **self._prefixed(stage, hit["metrics"]), f"eval/{stage}/cached": 1}
         reference = self.fixed_reference() or self_reference(model, self.loaded.tokenizer,
                                                              f"original ({self.loaded.name})")
-        metrics, records = self.run(model, reference)
+        metrics, records, utility = self.run(model, reference)
         labels = self.labels()
         if path is not None:
             write_cache(path, {"key": self.key_parts(), "labels": labels, "metrics": metrics,
-                               "records": records})
-        self._save(records, stage)
+                               "records": records, "utility": utility})
+        self._save(records, stage, utility)
         return {**labels, **self._prefixed(stage, metrics), f"eval/{stage}/cached": 0}
 
     def after(self, model, reference_fn: ReferenceFn) -> dict[str, Any]:
@@ -314,8 +359,8 @@ class EvaluationStage:
         reference = self.fixed_reference() or ReferenceLM(
             reference_fn, self.loaded.tokenizer, next(model.parameters()).device,
             f"original ({self.loaded.name})")
-        metrics, records = self.run(model, reference)
-        self._save(records, "after")
+        metrics, records, utility = self.run(model, reference)
+        self._save(records, "after", utility)
         return {**self.labels(), **self._prefixed("after", metrics)}
 
     def periodic(self, tracker, model, reference_fn: ReferenceFn,
@@ -331,8 +376,8 @@ class EvaluationStage:
             if step % every == 0:
                 reference = self.fixed_reference() or ReferenceLM(
                     reference_fn, self.loaded.tokenizer, next(model.parameters()).device, "original")
-                metrics, records = self.run(model, reference, prompts)
-                self._save(records, f"step_{step}")
+                metrics, records, utility = self.run(model, reference, prompts)
+                self._save(records, f"step_{step}", utility)
                 tracker.log({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
             if then is not None:
                 then(step)

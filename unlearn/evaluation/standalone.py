@@ -78,8 +78,8 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             original = instantiate(original_cfg)
             original.model.eval().requires_grad_(False)
             reference = self_reference(original.model, original.tokenizer, f"original ({original.name})")
-        metrics, records = stage.run(loaded.model, reference)
-        stage._save(records, "model")
+        metrics, records, utility = stage.run(loaded.model, reference)
+        stage._save(records, "model", utility)
         result = {**stage.labels(), "eval/fluency_reference": reference.name,
                   **{f"eval/{k}": v for k, v in metrics.items()}}
     summary = {"status": "completed", "model": loaded.name, "model_source": loaded.source,
@@ -95,14 +95,14 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-METRIC_ORDER = ("harmful_rate", "harmful_rate_corrected", "harmful_rate_corrected_lo", "harmful_rate_corrected_hi",
-                "judge_sensitivity", "judge_specificity", "toxicity", "obscene", "fluency_ppl", "distinct_1", "distinct_2",
-                "unique_token_ratio", "utility_ppl", "utility_loss", "degenerate_rate",
-                "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate", "n_prompts", "n_utility")
+METRIC_ORDER = ("harmful_rate", "harmful_rate_corrected", "judge_sensitivity", "judge_specificity", "toxicity",
+                "obscene", "fluency_ppl", "distinct_1", "distinct_2", "unique_token_ratio", "utility_ppl",
+                "utility_loss", "degenerate_rate", "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate",
+                "n_prompts", "n_utility")
 
 
 def format_summary(summary: dict[str, Any], prefix: str = "eval/") -> str:
-    """Metric table with the judge/scorer labels beside the numbers."""
+    """Metric table with the 95 % interval (``_lo``, ``_hi``) and the judge/scorer labels beside the numbers."""
     labels = {"harmful_rate": summary.get("eval/judge"), "toxicity": summary.get("eval/labels/toxicity"),
               "obscene": summary.get("eval/labels/obscene"), "fluency_ppl": summary.get("eval/fluency_reference")}
     lines = [f"model: {summary.get('model')}"]
@@ -111,5 +111,7 @@ def format_summary(summary: dict[str, Any], prefix: str = "eval/") -> str:
         if v is None:
             continue
         text = f"{v:.4g}" if isinstance(v, float) else str(v)
-        lines.append(f"  {k:<20} {text:>10}" + (f"   [{labels[k]}]" if labels.get(k) else ""))
+        lo, hi = summary.get(f"{prefix}{k}_lo"), summary.get(f"{prefix}{k}_hi")
+        interval = f" ({lo:.4g} – {hi:.4g})" if isinstance(lo, float) and isinstance(hi, float) else ""
+        lines.append(f"  {k:<22} {text:>10}{interval:<22}" + (f"   [{labels[k]}]" if labels.get(k) else ""))
     return "\n".join(lines)

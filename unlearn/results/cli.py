@@ -2,8 +2,11 @@
 
 Reads every run dir below the given sweep dirs, and for each experiment writes into
 ``<out>/<experiment>/``: ``table.md``, ``table.tex``, ``table.csv``, ``runs.csv``,
-``descent_violations.csv`` and the PNG plots (:mod:`unlearn.results.plots`). It prints the
-Markdown tables and lists the runs left out (failed or unfinished), which never enter a mean.
+``descent_violations.csv``, ``paired_differences.md``/``.csv`` (every method against
+``--reference``, :mod:`unlearn.results.comparisons`), ``hypervolume.md``/``.csv``
+(:mod:`unlearn.results.loss_space`) and the PNG plots (:mod:`unlearn.results.plots`). It prints
+the Markdown tables and lists the runs left out (failed, unfinished, or on another prompt set),
+which never enter a mean.
 
 W&B: with ``--wandb auto`` (the default) the tables are logged as ``wandb.Table`` when the runs
 themselves logged to W&B (``logger.mode`` offline or online in their config) and ``WANDB_MODE``
@@ -21,6 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearn.results.collect import OBJECTIVES, collect_runs, group_by_experiment
+from unlearn.results.comparisons import REFERENCE, write_comparisons
+from unlearn.results.intervals import Bootstrap
+from unlearn.results.loss_space import write_loss_space
 from unlearn.results.plots import DESCENT_TOL, QUANTITIES, descent_violations, write_plots
 from unlearn.results.tables import Table, build_tables, to_dataframe, to_markdown, write_table
 
@@ -34,6 +40,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wandb-project", default=None, help="W&B project (default: the runs' logger.project)")
     p.add_argument("--descent-tol", type=float, default=DESCENT_TOL,
                    help="g_i·d counts as negative below -tol·‖g_i‖·‖d‖ (default 1e-6)")
+    p.add_argument("--reference", default=REFERENCE,
+                   help=f"method every other one is compared with in paired_differences (default {REFERENCE})")
+    p.add_argument("--n-boot", type=int, default=Bootstrap.n_boot,
+                   help="bootstrap resamples (one-seed intervals over prompts; default 2000)")
+    p.add_argument("--bootstrap-seed", type=int, default=Bootstrap.seed, help="seed of the resamples (default 0)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     return p.parse_args(argv)
 
@@ -102,15 +113,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no run dirs (summary.json or .hydra/config.yaml) below {', '.join(map(str, args.sweeps))}",
               file=sys.stderr)
         return 2
-    tables = build_tables(group_by_experiment(runs))
+    tables = build_tables(group_by_experiment(runs), Bootstrap(n_boot=args.n_boot, seed=args.bootstrap_seed))
     plots: dict[str, dict[str, Path]] = {}
     for name, table in tables.items():
         folder = args.out / name
         files = write_table(table, folder)
         files["descent"] = write_descent_csv(table, folder / "descent_violations.csv", args.descent_tol)
+        files.update(write_comparisons(table, folder, args.reference))
+        space = write_loss_space(table, folder, plots=not args.no_plots)
+        if "loss_space" in space:
+            plots[name] = {"loss_space": space.pop("loss_space")}
+        files.update(space)
         if not args.no_plots:
-            plots[name] = write_plots(table, folder, args.descent_tol)
+            plots[name] = {**write_plots(table, folder, args.descent_tol), **plots.get(name, {})}
         print(to_markdown(table))
+        print(files["paired_md"].read_text(encoding="utf-8"))
+        print(files["hypervolume_md"].read_text(encoding="utf-8"))
         written = [*files.values(), *plots.get(name, {}).values()]
         print(f"wrote {', '.join(str(p) for p in written)}\n")
         if table.excluded:

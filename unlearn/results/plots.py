@@ -1,8 +1,9 @@
 """Figures of one experiment (PNG, matplotlib's Agg backend; no display needed).
 
 * ``harmful_vs_fluency.png`` and ``harmful_vs_utility.png``: harmful rate (y) against fluency
-  PPL or utility PPL (x) of every completed run, coloured by method, with each method's mean,
-  the original model, and the Pareto front of all points (both axes minimised);
+  PPL or utility PPL (x) of every completed run, coloured by method, with each method's mean and
+  its 95 % intervals on both axes (the table's), the original model, and the methods whose means
+  no other method (or the original) dominates, ringed on the Pareto front (both axes minimised);
 * ``losses.png``: the three losses over steps, one row per method, each seed a thin line;
 * ``descent_violations.png``: per aggregator, the share of (non-skipped) steps in which the
   direction increased an objective to first order, ``descent/<objective> = g_i·d < 0``, and in
@@ -17,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearn.results.collect import OBJECTIVES, Run, as_float, metric_series
-from unlearn.results.tables import COLUMNS, ORIGINAL, Table, method_sort_key
+from unlearn.results.tables import COLUMNS, ORIGINAL, Row, Table, method_sort_key
+from unlearn.uncertainty.fronts import pareto_mask
 
 # g_i·d counts as negative when below -DESCENT_TOL · ‖g_i‖ · ‖d‖ (a cosine below -1e-6): the dual
 # direction is orthogonal to some gradients by construction, and rounding puts its g_i·d at
@@ -26,7 +28,7 @@ DESCENT_TOL = 1e-6
 MARKERS = "osD^vP*Xph<>"
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -36,7 +38,7 @@ def _pyplot():
 
 
 def colours(methods: Sequence[str]) -> dict[str, tuple]:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
@@ -58,8 +60,19 @@ def _methods(runs: Sequence[Run]) -> list[str]:
     return sorted({r.method for r in runs}, key=method_sort_key)
 
 
+def method_point(row: Row, key: str) -> tuple[float, float, float]:
+    """(mean, mean − lo, hi − mean) of a row's metric: a point with its error bar (0 without)."""
+    mean, lo, hi = (d.get(key, math.nan) for d in (row.mean, row.lo, row.hi))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return mean, 0.0, 0.0
+    return mean, max(0.0, mean - lo), max(0.0, hi - mean)
+
+
 def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
-    """Harmful rate against ``x_key`` (``fluency_ppl`` or ``utility_ppl``)."""
+    """Harmful rate against ``x_key`` (``fluency_ppl`` or ``utility_ppl``): each seed, each
+    method's mean with its 95 % intervals on both axes, the original model, and the methods not
+    dominated by another method or the original (both axes minimised, on the means) ringed and
+    joined by the front."""
     runs = table.completed
     xcol = next(c for c in COLUMNS if c.key == x_key)
     pts = [(r, r.eval_value("after", x_key), r.eval_value("after", "harmful_rate")) for r in runs]
@@ -68,30 +81,40 @@ def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
     ox, oy = orig.mean.get(x_key, math.nan), orig.mean.get("harmful_rate", math.nan)
     if not pts and not (math.isfinite(ox) and math.isfinite(oy)):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     methods = _methods([r for r, _, _ in pts])
     col = colours(methods)
+    means: list[tuple[str, float, float]] = []
     for i, m in enumerate(methods):
         xs = [x for r, x, _ in pts if r.method == m]
         ys = [y for r, _, y in pts if r.method == m]
-        ax.scatter(xs, ys, color=col[m], marker=MARKERS[i % len(MARKERS)], alpha=0.55, s=36,
-                   label=f"{m} (seeds)")
-        ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], color=col[m], marker=MARKERS[i % len(MARKERS)],
-                   s=140, edgecolors="black", linewidths=1.0, label=f"{m} (mean)")
-    all_points = [(x, y) for _, x, y in pts]
+        marker = MARKERS[i % len(MARKERS)]
+        ax.scatter(xs, ys, color=col[m], marker=marker, alpha=0.35, s=24)
+        row = table.row(m)
+        (mx, *xerr), (my, *yerr) = method_point(row, x_key), method_point(row, "harmful_rate")
+        ax.errorbar([mx], [my], xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]], color=col[m],
+                    marker=marker, markersize=9, markeredgecolor="black", capsize=3, linewidth=1.2,
+                    label=f"{m} (mean, 95% CI; small: seeds)")
+        means.append((m, mx, my))
+    candidates = [(m, x, y) for m, x, y in means if math.isfinite(x) and math.isfinite(y)]
     if math.isfinite(ox) and math.isfinite(oy):
         ax.scatter([ox], [oy], color="black", marker="*", s=220, label=ORIGINAL, zorder=5)
-        all_points.append((ox, oy))
-    front = pareto_front(all_points)
-    if front:
+        candidates.append((ORIGINAL, ox, oy))
+    if candidates:
+        mask = pareto_mask([(x, y) for _, x, y in candidates])
+        front = sorted((x, y) for (m, x, y), keep in zip(candidates, mask, strict=True) if keep)
+        ringed = [(x, y) for (m, x, y), keep in zip(candidates, mask, strict=True) if keep and m != ORIGINAL]
+        if ringed:
+            ax.scatter(*zip(*ringed, strict=True), s=330, facecolors="none", edgecolors="black", linewidths=1.4,
+                       label="non-dominated (means)", zorder=6)
         fx, fy = zip(*front, strict=True)
         ax.step(fx, fy, where="post", color="grey", linestyle="--", linewidth=1.2, label="Pareto front", zorder=1)
     ax.set_xlabel(f"{xcol.label} {xcol.arrow}")
     ax.set_ylabel("Harmful rate ↓")
     ax.set_title(f"{table.experiment}: harmful rate vs {xcol.label.split(' ')[0].lower()}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -116,7 +139,7 @@ def losses_plot(table: Table, path: Path) -> Path | None:
     methods = _methods(runs)
     if not methods:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(methods), len(OBJECTIVES), figsize=(10, 2.2 * len(methods) + 0.6),
                              squeeze=False, sharex=True)
     col = colours(methods)
@@ -191,7 +214,7 @@ def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | N
     panels = [(q, shares) for q, shares in panels if any(s["steps"] for s in shares.values())]
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.0), squeeze=False)
     groups = ("any", *OBJECTIVES)
     width = 0.8 / len(groups)
@@ -228,5 +251,6 @@ def write_plots(table: Table, out_dir: Path, tol: float = DESCENT_TOL) -> dict[s
     return {k: v for k, v in made.items() if v is not None}
 
 
-__all__ = ["DESCENT_TOL", "QUANTITIES", "descent_plot", "descent_violations", "losses_plot", "pareto_front",
+__all__ = ["DESCENT_TOL", "MARKERS", "QUANTITIES", "colours", "descent_plot", "descent_violations", "losses_plot",
+           "method_point", "pareto_front", "pyplot",
            "tradeoff_plot", "write_plots"]

@@ -1,9 +1,13 @@
 """One table per experiment: the original model, then one row per method (loss + aggregator).
 
-Cells are mean ± sample standard deviation (ddof = 1) over the completed seeds of a method; a
-method with one seed shows its value alone. Failed and unfinished runs never enter a mean: they
-are listed under the table (:attr:`Table.excluded`). The original model's row comes from the
-``eval/before/*`` values, which every run of an experiment shares (cached once).
+Cells are the mean over the completed seeds of a method with its 95 % interval, ``mean [lo, hi]``
+(:mod:`unlearn.results.intervals`: seed and prompt variance components from the per-prompt
+records, else a t-interval over seeds, marked †); the CSV also has the sample std (ddof = 1).
+Failed and unfinished runs never enter a mean: they are listed under the table
+(:attr:`Table.excluded`), and so are completed runs evaluated on another prompt set than the
+experiment's (most common) one, since per-prompt values of different prompts are never pooled.
+The original model's row comes from the ``eval/before/*`` values, which every run of an
+experiment shares (cached once); its interval is a bootstrap over its prompts.
 
 Writers: :func:`to_markdown`, :func:`to_latex`, :func:`to_csv` (every metric, not just the
 displayed ones) and :func:`runs_to_csv` (one line per run dir, whatever its status).
@@ -17,11 +21,13 @@ import io
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from unlearn.results.collect import OBJECTIVES, Run, as_float
+from unlearn.results.collect import EXCLUDED, OBJECTIVES, Run, as_float
+from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
+from unlearn.results.records import StageRecords, majority_key, stage_records
 
 ORIGINAL = "original"
 # Rows in this order first (the issue's methods), any other method after them, sorted.
@@ -54,7 +60,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("harmful_rate", "Harmful rate", "lower", 3),
     # Rogan–Gladen, corrected for the judge's validation error (unlearn.evaluation.correction);
     # n/a for a judge without validation counts
-    Column("harmful_rate_corrected", "Harmful rate (corrected) [95% CI]", "lower", 3,
+    Column("harmful_rate_corrected", "Harmful rate (corrected)", "lower", 3,
            ("harmful_rate_corrected_lo", "harmful_rate_corrected_hi")),
     Column("toxicity", "Toxicity", "lower", 3),
     Column("obscene", "Obscenity", "lower", 3),
@@ -93,6 +99,9 @@ class Row:
     seeds: list[int]
     mean: dict[str, float]
     std: dict[str, float]
+    lo: dict[str, float] = field(default_factory=dict)   # 95 % interval bounds per metric
+    hi: dict[str, float] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)    # how each interval was made ("": none)
 
     @property
     def label(self) -> str:
@@ -106,6 +115,15 @@ class Table:
     rows: list[Row]             # the original model first
     runs: list[Run]             # every run of the experiment, whatever its status
     notes: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, StageRecords | None] = field(default_factory=dict)  # run path -> after-records
+    bootstrap: Bootstrap = field(default_factory=Bootstrap)
+
+    def records_of(self, runs: Sequence[Run]) -> list[StageRecords | None]:
+        return [self.records.get(str(r.path)) for r in runs]
+
+    def method_runs(self, method: str) -> list[Run]:
+        """The completed runs of ``method``, by seed."""
+        return sorted((r for r in self.completed if r.method == method), key=lambda r: (r.seed is None, r.seed))
 
     @property
     def completed(self) -> list[Run]:
@@ -133,9 +151,25 @@ def metric_names() -> list[str]:
     return [c.key for c in COLUMNS] + list(EXTRA_METRICS)
 
 
-def original_row(completed: Sequence[Run]) -> Row:
+def add_intervals(row: Row, runs: Sequence[Run], records: Sequence[StageRecords | None],
+                  settings: Bootstrap, stage: str = "after") -> Row:
+    """Fill ``row.lo``/``row.hi``/``row.how`` for every metric (:func:`metric_interval`); a
+    column with its own per-run bounds (the corrected harmful rate) keeps the mean of those."""
+    for key in metric_names():
+        interval, how = metric_interval(runs, records, key, settings, stage)
+        if interval is not None:
+            row.lo[key], row.hi[key], row.how[key] = interval.lo, interval.hi, how
+    for c in COLUMNS:
+        if c.interval and math.isfinite(row.mean.get(c.key, math.nan)):
+            row.lo[c.key], row.hi[c.key] = (row.mean.get(k, math.nan) for k in c.interval)
+            row.how[c.key] = RUN_BOUNDS
+    return row
+
+
+def original_row(completed: Sequence[Run], settings: Bootstrap = Bootstrap()) -> Row:
     """``eval/before/*`` of the completed runs. They evaluate the same model on the same prompts
-    (cached), so the values agree; should they differ, the spread shows as a std."""
+    (cached), so the values agree; should they differ, the spread shows as a std. The interval
+    is a bootstrap over the prompts of one run's ``before`` records (the others are copies)."""
     mean, std = {}, {}
     distinct: set[tuple] = set()
     for key in metric_names():
@@ -144,10 +178,16 @@ def original_row(completed: Sequence[Run]) -> Row:
         uniq = sorted({v for v in values if math.isfinite(v)})
         mean[key], std[key], _ = mean_std(uniq if len(uniq) <= 1 else values)
     n = 1 if all(len(set(vals)) <= 1 for vals in distinct) else len(completed)
-    return Row(ORIGINAL, n if completed else 0, [], mean, std)
+    row = Row(ORIGINAL, n if completed else 0, [], mean, std)
+    before = next((rec for rec in (stage_records(r, "before") for r in completed) if rec is not None), None)
+    if before is not None and n == 1:
+        add_intervals(row, completed[:1], [before], settings, "before")
+        row.how = {k: v for k, v in row.how.items() if not v.startswith(T_SEEDS)}  # one model: no seed spread
+    return row
 
 
-def method_rows(completed: Sequence[Run]) -> list[Row]:
+def method_rows(completed: Sequence[Run], records: dict[str, StageRecords | None],
+                settings: Bootstrap = Bootstrap()) -> list[Row]:
     by_method: dict[str, list[Run]] = {}
     for run in completed:
         by_method.setdefault(run.method, []).append(run)
@@ -157,8 +197,27 @@ def method_rows(completed: Sequence[Run]) -> list[Row]:
         mean, std = {}, {}
         for key in metric_names():
             mean[key], std[key], _ = mean_std([r.eval_value("after", key) for r in runs])
-        rows.append(Row(method, len(runs), [r.seed for r in runs if r.seed is not None], mean, std))
+        row = Row(method, len(runs), [r.seed for r in runs if r.seed is not None], mean, std)
+        rows.append(add_intervals(row, runs, [records.get(str(r.path)) for r in runs], settings))
     return rows
+
+
+def exclude_other_prompt_sets(runs: Sequence[Run], records: dict[str, StageRecords | None]) -> list[Run]:
+    """Completed runs whose after-records answer another prompt set than the most common one
+    become ``excluded`` with the reason (runs without records cannot be checked and stay)."""
+    completed = {str(r.path): records.get(str(r.path)) for r in runs if r.completed}
+    key = majority_key(completed)
+    n_key = next((len(rec.prompts) for rec in completed.values() if rec is not None and rec.key == key), 0)
+    out = []
+    for run in runs:
+        rec = completed.get(str(run.path))
+        if rec is not None and rec.key != key:
+            run = replace(run, status=EXCLUDED, error=(
+                f"evaluated on another prompt set ({len(rec.prompts)} prompts, key {rec.key}) than the "
+                f"experiment's ({n_key} prompts, key {key}): per-prompt values are never pooled across "
+                "prompt sets; evaluate it on the same prompts or file it under another experiment"))
+        out.append(run)
+    return out
 
 
 def _get(config: dict, dotted: str) -> Any:
@@ -232,34 +291,37 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     return notes
 
 
-def build_table(experiment: str, runs: Sequence[Run]) -> Table:
+def build_table(experiment: str, runs: Sequence[Run], settings: Bootstrap = Bootstrap()) -> Table:
+    records = {str(r.path): stage_records(r) for r in runs if r.completed}
+    runs = exclude_other_prompt_sets(runs, records)
     completed = [r for r in runs if r.completed]
-    rows = [original_row(completed), *method_rows(completed)]
-    return Table(experiment, rows, list(runs), build_notes(runs))
+    records = {k: v for k, v in records.items() if k in {str(r.path) for r in completed}}
+    rows = [original_row(completed, settings), *method_rows(completed, records, settings)]
+    return Table(experiment, rows, list(runs), build_notes(runs), records, settings)
 
 
-def build_tables(groups: dict[str, Sequence[Run]]) -> dict[str, Table]:
-    return {name: build_table(name, runs) for name, runs in sorted(groups.items())}
+def build_tables(groups: dict[str, Sequence[Run]], settings: Bootstrap = Bootstrap()) -> dict[str, Table]:
+    return {name: build_table(name, runs, settings) for name, runs in sorted(groups.items())}
 
 
 # ----------------------------------------------------------------------------- formatting
-def cell(mean: float, std: float, digits: int) -> str:
+T_MARK = "†"
+
+
+def cell(mean: float, lo: float, hi: float, digits: int, mark: str = "") -> str:
+    """``mean [lo, hi]`` (``mark`` appended), the mean alone without finite bounds, or n/a."""
     if not math.isfinite(mean):
         return "n/a"
-    if not math.isfinite(std):
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{mark}"
 
 
 def column_cell(row: Row, c: Column) -> str:
-    """:func:`cell`, followed by `` [lo, hi]`` for a column with an interval (the mean bounds over
-    seeds: each run's interval carries its sampling and judge error, not the seed spread)."""
-    text = cell(row.mean.get(c.key, math.nan), row.std.get(c.key, math.nan), c.digits)
-    if c.interval and math.isfinite(row.mean.get(c.key, math.nan)):
-        lo, hi = (row.mean.get(k, math.nan) for k in c.interval)
-        if math.isfinite(lo) and math.isfinite(hi):
-            text += f" [{lo:.{c.digits}f}, {hi:.{c.digits}f}]"
-    return text
+    """:func:`cell` of a row's column; † marks a t-interval over seeds (no per-prompt records)."""
+    key = c.key
+    mark = T_MARK if row.how.get(key, "").startswith(T_SEEDS) else ""
+    return cell(row.mean.get(key, math.nan), row.lo.get(key, math.nan), row.hi.get(key, math.nan), c.digits, mark)
 
 
 def _is_best(table: Table, row: Row, column: Column) -> bool:
@@ -283,11 +345,15 @@ def to_markdown(table: Table) -> str:
             cells.append(f"**{text}**" if _is_best(table, row, c) else text)
         label = f"{row.label}" if row.method != ORIGINAL else f"original ({table.notes.get('model', 'model')})"
         out.write("| " + " | ".join([label, str(row.n), *cells]) + " |\n")
-    out.write("\nMean ± sample std over seeds; ↓ lower is better, ↑ higher is better; **bold**: best method. "
-              "Corrected harmful rate: (HR + Sp − 1)/(Se + Sp − 1) clipped to [0, 1], with the judge's "
-              "sensitivity Se and specificity Sp on labelled held-out data; [95% interval] from sampling and "
-              "judge error (mean bounds over seeds); assumes the judge's error rates transfer to the model's "
-              "answers.\n")
+    out.write(f"\nMean over seeds [95% interval] from the per-prompt records, counting both the seed-to-seed "
+              "and the prompt sampling error (variance components, Satterthwaite t; one seed: a bootstrap over "
+              f"prompts, {table.bootstrap.n_boot} resamples); {T_MARK}: a t-interval over the per-seed values (no "
+              "per-prompt records for that metric; wide with 3 seeds); the original model: a bootstrap over its "
+              "prompts. ↓ lower is better, ↑ higher is better; **bold**: best mean (see "
+              "paired_differences.md for which differences resolve). Corrected harmful rate: (HR + Sp − 1)/"
+              "(Se + Sp − 1) clipped to [0, 1], with the judge's sensitivity Se and specificity Sp on labelled "
+              "held-out data; its interval is the mean over seeds of each run's bounds (sampling and judge "
+              "error, not the seed spread); assumes the judge's error rates transfer to the model's answers.\n")
     if table.notes:
         out.write("\n" + "\n".join(f"- {k}: {v}" for k, v in table.notes.items()) + "\n")
     out.write("\n" + excluded_markdown(table))
@@ -320,15 +386,15 @@ def to_latex(table: Table) -> str:
     lines = [
         "% Generated by python -m unlearn.results; needs \\usepackage{booktabs}",
         r"\begin{table}[t]", r"\centering", r"\small",
-        rf"\caption{{{latex_escape(table.experiment)}: mean $\pm$ std over seeds "
-        rf"({latex_escape(str(table.notes.get('model', '')))}).}}",
+        rf"\caption{{{latex_escape(table.experiment)}: mean over seeds [95\% interval over seeds "
+        rf"and prompts; $^\dagger$ t-interval over seeds] ({latex_escape(str(table.notes.get('model', '')))}).}}",
         rf"\label{{tab:{latex_escape(table.experiment).replace(chr(92), '')}}}",
         rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule",
     ]
     for i, row in enumerate(table.rows):
         cells = []
         for c in COLUMNS:
-            text = column_cell(row, c).replace(" ± ", r" $\pm$ ")
+            text = column_cell(row, c).replace(T_MARK, r"$^\dagger$")
             cells.append(rf"\textbf{{{text}}}" if _is_best(table, row, c) else text)
         label = "Original" if row.method == ORIGINAL else latex_escape(row.label)
         lines.append(" & ".join([label, str(row.n), *cells]) + r" \\")
@@ -343,10 +409,11 @@ def to_csv(table: Table) -> str:
     writer = csv.writer(out, lineterminator="\n")
     names = metric_names()
     writer.writerow(["experiment", "method", "n", "seeds",
-                     *(f"{k}_{s}" for k in names for s in ("mean", "std"))])
+                     *(f"{k}_{s}" for k in names for s in ("mean", "lo", "hi", "std", "interval"))])
     for row in table.rows:
         writer.writerow([table.experiment, row.method, row.n, " ".join(map(str, row.seeds)),
-                         *(_num(v) for k in names for v in (row.mean.get(k), row.std.get(k)))])
+                         *(v for k in names for v in (_num(row.mean.get(k)), _num(row.lo.get(k)),
+                                                      _num(row.hi.get(k)), _num(row.std.get(k)), row.how.get(k, "")))])
     return out.getvalue()
 
 
@@ -403,7 +470,7 @@ def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
 
 
 def to_dataframe(table: Table):
-    """The displayed table as a pandas DataFrame (strings "mean ± std"), for W&B and notebooks."""
+    """The displayed table as a pandas DataFrame (strings "mean [lo, hi]"), for W&B and notebooks."""
     import pandas as pd
 
     records = []

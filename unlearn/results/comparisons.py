@@ -1,0 +1,224 @@
+"""Every method against a reference method (default ``uce+dual``, MOLLM): paired differences.
+
+For a metric with per-prompt records in both methods (:mod:`unlearn.results.records`), the
+difference ``D = mean(method) − mean(reference)`` over the shared prompts comes with
+:func:`unlearn.uncertainty.paired_difference` (each method's seeds, the prompts shared, so what
+prompts have in common cancels). For utility with per-example NLLs the difference is of the mean
+loss (nats per token, the log of the PPL ratio). A metric without such records (distinct-2, or
+runs logged before per-prompt records) gets a Welch t-interval over the two methods' per-seed
+values, ``D ± t_ν · √(s_a²/n_a + s_b²/n_b)`` with Satterthwaite's ν (needs ≥ 2 seeds each).
+
+A difference is *resolved* at 95 % when its interval excludes 0. For the harmful rate the exact
+McNemar test also runs on the seed-majority flags: a prompt is flagged for a method when at least
+half of its seeds' answers were judged harmful (one flag per prompt and method, so the test sees
+the prompts, not seeds, as its sample).
+
+The corrected harmful rate is not compared separately: the Rogan–Gladen correction is the same
+affine map for both methods, so its difference is the raw one divided by (Se + Sp − 1) and
+resolves exactly when the raw one does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unlearn.results.collect import Run
+from unlearn.results.intervals import Bootstrap, agrees_with_summary, metric_matrix
+from unlearn.results.records import PER_PROMPT, UTILITY
+from unlearn.results.tables import COLUMNS, ORIGINAL, Table
+from unlearn.uncertainty import Interval, mcnemar_exact, paired_difference
+from unlearn.uncertainty.student_t import t_quantile
+
+REFERENCE = "uce+dual"
+PAIRED, WELCH = "paired (seeds × shared prompts)", "Welch t over seeds"
+COMPARED = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl")
+LABELS = {c.key: c.label.lower() for c in COLUMNS} | {"utility_loss": "utility loss (nats/token)"}
+BETTER = {c.key: c.better for c in COLUMNS} | {"utility_loss": "lower"}
+DIGITS = {c.key: c.digits for c in COLUMNS} | {"utility_loss": 3}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``method`` − ``reference`` on one metric."""
+
+    method: str
+    metric: str                       # the compared quantity (utility_loss for per-example utility)
+    interval: Interval | None
+    how: str                          # PAIRED, WELCH or "" with ``reason``
+    n_prompts: int = 0
+    seeds: tuple[int, int] = (0, 0)   # (method, reference)
+    mcnemar: tuple[int, int, float] | None = None  # (method only, reference only, p)
+    reason: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        return self.interval is not None and self.interval.excludes_zero()
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float) -> Interval | None:
+    """mean(a) − mean(b) ± t_ν · √(s_a²/n_a + s_b²/n_b), ν by Satterthwaite; None below 2 each."""
+    x = np.asarray([v for v in a if math.isfinite(v)], dtype=float)
+    y = np.asarray([v for v in b if math.isfinite(v)], dtype=float)
+    if x.size < 2 or y.size < 2:
+        return None
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    diff = float(x.mean() - y.mean())
+    if va + vb == 0:
+        return Interval(diff, diff, diff, level, WELCH + " (no variation)", x.size + y.size)
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = t_quantile((1 + level) / 2, df) * math.sqrt(va + vb)
+    return Interval(diff, diff - half, diff + half, level, WELCH, x.size + y.size, 0, float(df))
+
+
+def majority_flags(harmful: np.ndarray) -> np.ndarray:
+    """Per prompt: judged harmful in at least half of the seeds (NaN cells left out)."""
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(harmful, axis=0) >= 0.5
+
+
+def compare(table: Table, method: str, reference: str, metric: str, settings: Bootstrap) -> Comparison:
+    runs_m, runs_r = table.method_runs(method), table.method_runs(reference)
+    seeds = (len(runs_m), len(runs_r))
+    mat_m, mat_r = (metric_matrix(table.records_of(r), metric) for r in (runs_m, runs_r))
+    paired_ok = (mat_m is not None and mat_r is not None and mat_m.shape[1] == mat_r.shape[1]
+                 and agrees_with_summary(mat_m, runs_m, metric, "after")
+                 and agrees_with_summary(mat_r, runs_r, metric, "after"))
+    if paired_ok and metric in PER_PROMPT:
+        keys = {rec.key for rec in table.records_of([*runs_m, *runs_r])}
+        paired_ok = len(keys) == 1
+    if paired_ok:
+        interval = paired_difference(mat_m, mat_r, n_boot=settings.n_boot, level=settings.level, seed=settings.seed)
+        mcnemar = None
+        if metric == "harmful_rate":
+            shared = np.isfinite(mat_m).any(axis=0) & np.isfinite(mat_r).any(axis=0)
+            mcnemar = mcnemar_exact(majority_flags(mat_m[:, shared]), majority_flags(mat_r[:, shared]))
+        name = "utility_loss" if metric == UTILITY else metric
+        return Comparison(method, name, interval, PAIRED, mat_m.shape[1], seeds, mcnemar)
+    interval = welch_interval(*(_values(r, metric) for r in (runs_m, runs_r)), settings.level)
+    if interval is None:
+        return Comparison(method, metric, None, "", 0, seeds,
+                          reason="no per-prompt records for both and fewer than 2 seeds for one")
+    return Comparison(method, metric, interval, WELCH, 0, seeds,
+                      reason="no per-prompt records shared by both methods (or they do not reproduce the summaries)")
+
+
+def _values(runs: Sequence[Run], metric: str) -> list[float]:
+    return [r.eval_value("after", metric) for r in runs]
+
+
+def comparisons(table: Table, reference: str = REFERENCE, settings: Bootstrap | None = None) -> list[Comparison]:
+    """Every other method against ``reference`` on each metric of :data:`COMPARED` (empty when
+    the reference has no completed run)."""
+    settings = settings or table.bootstrap
+    methods = [r.method for r in table.rows if r.method not in (ORIGINAL, reference)]
+    if not table.method_runs(reference):
+        return []
+    return [compare(table, m, reference, k, settings) for m in methods for k in COMPARED]
+
+
+# ----------------------------------------------------------------------------- writing
+def difference_cell(c: Comparison) -> str:
+    if c.interval is None or not math.isfinite(c.interval.estimate):
+        return "n/a"
+    d = DIGITS.get(c.metric, 3)
+    i = c.interval
+    bounds = f" [{i.lo:+.{d}f}, {i.hi:+.{d}f}]" if math.isfinite(i.lo) and math.isfinite(i.hi) else ""
+    return f"{i.estimate:+.{d}f}{bounds}{'*' if c.resolved else ''}"
+
+
+def reading(metric: str, entries: Sequence[Comparison], reference: str) -> str:
+    """One line per metric from the resolved entries (direction and size with the interval);
+    unresolved ones are named as indistinguishable."""
+    label, d = LABELS.get(metric, metric), DIGITS.get(metric, 3)
+    parts = []
+    for c in entries:
+        if not c.resolved:
+            continue
+        i = c.interval
+        size, lo, hi = (abs(i.estimate), min(abs(i.lo), abs(i.hi)), max(abs(i.lo), abs(i.hi)))
+        direction = "lower" if i.estimate > 0 else "higher"  # D = other − reference
+        good = (direction == "lower") == (BETTER.get(metric) == "lower")
+        parts.append(f"{reference} has a {direction} {label} than {c.method} by {size:.{d}f} "
+                     f"[{lo:.{d}f}, {hi:.{d}f}] ({'better' if good else 'worse'})")
+    same = [c.method for c in entries if c.interval is not None and not c.resolved]
+    if same:
+        parts.append(f"{reference} is indistinguishable from {', '.join(same)} at 95 %")
+    for c in entries:
+        if c.interval is None:
+            parts.append(f"not tested against {c.method} ({c.reason})")
+    return f"- {label}: " + "; ".join(parts) + "."
+
+
+def to_markdown(table: Table, found: Sequence[Comparison], reference: str = REFERENCE) -> str:
+    out = io.StringIO()
+    out.write(f"### {table.experiment}: differences against {reference}\n\n")
+    if not found:
+        out.write(f"{reference} has no completed run in this experiment: no paired differences.\n")
+        return out.getvalue()
+    metrics = list(dict.fromkeys(c.metric for c in found))
+    methods = list(dict.fromkeys(c.method for c in found))
+    by = {(c.method, c.metric): c for c in found}
+    out.write("| Method − " + reference + " | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |\n")
+    out.write("|---|" + "---:|" * len(metrics) + "\n")
+    for method in methods:
+        out.write(f"| {method} | " + " | ".join(difference_cell(by[(method, m)]) for m in metrics) + " |\n")
+    out.write(f"\nDifference of means (method − {reference}) [95% interval]; `*`: resolved (the interval "
+              "excludes 0). Paired over the shared prompts with both methods' seeds (variance components, "
+              "Satterthwaite t) where both kept per-prompt records; otherwise a Welch t-interval over seeds "
+              "(listed in paired_differences.csv, column `how`). Utility with per-example records: the mean "
+              "loss in nats/token (the log of the PPL ratio).\n")
+    mc = [c for c in found if c.mcnemar is not None]
+    if mc:
+        out.write("\nExact McNemar test on the seed-majority harmful flags (a prompt is flagged for a method "
+                  "when at least half of its seeds' answers are judged harmful):\n\n"
+                  f"| Method | harmful for it only | harmful for {reference} only | p (two-sided) |\n"
+                  "|---|---:|---:|---:|\n")
+        for c in mc:
+            a, b, p = c.mcnemar
+            out.write(f"| {c.method} | {a} | {b} | {p:.3g}{'*' if p < 0.05 else ''} |\n")
+    out.write("\nReading (directions from resolved differences only):\n\n")
+    for metric in metrics:
+        out.write(reading(metric, [c for c in found if c.metric == metric], reference) + "\n")
+    return out.getvalue()
+
+
+CSV_FIELDS = ["experiment", "reference", "method", "metric", "better", "how", "n_prompts", "seeds_method",
+              "seeds_reference", "difference", "lo", "hi", "level", "resolved", "df",
+              "mcnemar_method_only", "mcnemar_reference_only", "mcnemar_p", "note"]
+
+
+def to_csv(table: Table, found: Sequence[Comparison], reference: str = REFERENCE) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for c in found:
+        i = c.interval
+        nums = ("", "", "", "", "") if i is None else (repr(i.estimate), repr(i.lo), repr(i.hi), repr(i.level),
+                                                       "" if not math.isfinite(i.df) else repr(i.df))
+        mc = c.mcnemar or ("", "", "")
+        writer.writerow([table.experiment, reference, c.method, c.metric, BETTER.get(c.metric, ""), c.how,
+                         c.n_prompts or "", c.seeds[0], c.seeds[1], *nums[:4], int(c.resolved), nums[4], *mc,
+                         c.reason or (i.method if i is not None else "")])
+    return out.getvalue()
+
+
+def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -> dict[str, Path]:
+    """``paired_differences.md`` and ``.csv`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = comparisons(table, reference)
+    files = {"paired_md": out_dir / "paired_differences.md", "paired_csv": out_dir / "paired_differences.csv"}
+    files["paired_md"].write_text(to_markdown(table, found, reference), encoding="utf-8")
+    files["paired_csv"].write_text(to_csv(table, found, reference), encoding="utf-8")
+    return files
+
+
+__all__ = ["COMPARED", "REFERENCE", "Comparison", "compare", "comparisons", "majority_flags", "reading",
+           "to_csv", "to_markdown", "welch_interval", "write_comparisons"]

@@ -1,0 +1,218 @@
+"""Loss-space curves: how far each method forgets for how much drift, and their hypervolume.
+
+Each completed run's curve is its sequence of probe points over training, from
+``metrics.jsonl``: ``heldout/forget_nll`` (NLL of held-out unsafe answers; higher = more
+forgotten), ``heldout/kl`` (KL to the original on held-out normal answers) and ``heldout/retain``
+(NLL of held-out normal answers), logged before every ``trainer.probe_every``-th step (a record
+of step s holds the values after s − 1 updates), then ``final/heldout/*`` from ``summary.json``
+after the last update. Runs logged without ``heldout/*`` fall back to ``probe/*`` (the same
+quantities on fixed *training* examples); one source is used for a whole experiment (held-out
+when every curve has it) and the plot and table say which.
+
+Hypervolume (:func:`unlearn.uncertainty.fronts.hypervolume`) of a curve's points in
+``(−forget_nll, kl, retain)``, all minimised, up to the reference point
+
+    r = (−min_runs forget_nll₀,  1.1 · max_runs,points kl,  1.1 · max_runs,points retain),
+
+forget_nll₀ being a run's first point (before any update; all runs start from the same model).
+Why: only forgetting beyond the original model counts (the step-0 point adds no volume), and
+the drift caps are the worst drift any run of the experiment reached, with 10 % slack so the
+worst points still add a sliver; one reference for the experiment makes the methods comparable.
+(If no run moved the KL, its cap is 1.) The forgetting axis is unbounded: a run that drives the
+forget NLL far up gains volume even at high drift, so read the number with the plot. Per method:
+the mean over seeds with a t-interval over seeds (with 3 seeds it is wide, t₀.₉₇₅,₂ = 4.30).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unlearn.results.collect import Run, as_float
+from unlearn.results.intervals import LEVEL, t_interval
+from unlearn.results.plots import MARKERS, colours, pyplot
+from unlearn.results.tables import Table, method_sort_key
+from unlearn.uncertainty.fronts import hypervolume
+
+AXES = ("forget_nll", "kl", "retain")
+SOURCES = {"heldout": "held-out examples (heldout/*)",
+           "probe": "fixed training examples (probe/*; this sweep logged no heldout/*)"}
+DRIFT_SLACK = 1.1
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's loss-space points (rows: forget_nll, kl, retain) after ``updates`` updates."""
+
+    run: Run
+    source: str
+    updates: tuple[int, ...]
+    points: np.ndarray
+
+    @property
+    def minimised(self) -> np.ndarray:
+        """(−forget_nll, kl, retain): the coordinates the hypervolume minimises."""
+        return self.points * np.array([-1.0, 1.0, 1.0])
+
+
+def run_curve(run: Run, source: str) -> Curve | None:
+    """The run's ``<source>/*`` points (records holding all three keys, skipped steps included:
+    a probe is measured before the step), then ``final/<source>/*``; None without any."""
+    keys = [f"{source}/{a}" for a in AXES]
+    updates, rows = [], []
+    for rec in run.metrics:
+        if all(k in rec for k in keys):
+            updates.append(int(rec.get("step", len(updates) + 1)) - 1)
+            rows.append([as_float(rec[k]) for k in keys])
+    final = [as_float(run.summary.get(f"final/{k}")) for k in keys]
+    steps = run.summary.get("steps")
+    if isinstance(steps, int) and all(math.isfinite(v) for v in final) and (not updates or steps > updates[-1]):
+        updates.append(steps)
+        rows.append(final)
+    points = np.asarray(rows, dtype=float).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    if not len(points):
+        return None
+    return Curve(run, source, tuple(updates), points)
+
+
+def experiment_curves(runs: Sequence[Run]) -> tuple[str, list[Curve], list[Run]]:
+    """(source, curves, runs without one): held-out when every run with a curve has it."""
+    heldout = {id(r): run_curve(r, "heldout") for r in runs}
+    source = "heldout" if any(heldout.values()) and all(
+        heldout[id(r)] is not None or run_curve(r, "probe") is None for r in runs) else "probe"
+    curves = {id(r): heldout[id(r)] if source == "heldout" else run_curve(r, "probe") for r in runs}
+    return source, [c for c in curves.values() if c is not None], [r for r in runs if curves[id(r)] is None]
+
+
+def reference_point(curves: Sequence[Curve]) -> np.ndarray:
+    """(−min forget_nll₀, 1.1 · max kl, 1.1 · max retain) over the curves (module docstring)."""
+    start = min(float(c.points[0, 0]) for c in curves)
+    kl = max(float(c.points[:, 1].max()) for c in curves)
+    retain = max(float(c.points[:, 2].max()) for c in curves)
+    return np.array([-start, DRIFT_SLACK * kl if kl > 0 else 1.0, DRIFT_SLACK * retain])
+
+
+@dataclass(frozen=True)
+class LossSpace:
+    source: str
+    curves: list[Curve]
+    reference: np.ndarray | None
+    per_seed: dict[str, list[tuple[int | None, int, float]]]  # method -> (seed, points, hypervolume)
+    missing: list[Run]
+
+    def method_interval(self, method: str):
+        return t_interval([hv for _, _, hv in self.per_seed[method]], LEVEL)
+
+
+def loss_space(table: Table) -> LossSpace:
+    source, curves, missing = experiment_curves(table.completed)
+    if not curves:
+        return LossSpace(source, [], None, {}, missing)
+    ref = reference_point(curves)
+    per_seed: dict[str, list[tuple[int | None, int, float]]] = {}
+    for c in sorted(curves, key=lambda c: (method_sort_key(c.run.method), c.run.seed is None, c.run.seed)):
+        per_seed.setdefault(c.run.method, []).append((c.run.seed, len(c.points), hypervolume(c.minimised, ref)))
+    return LossSpace(source, curves, ref, per_seed, missing)
+
+
+def reference_text(space: LossSpace) -> str:
+    r = space.reference
+    return (f"reference point (−forget_nll, kl, retain) = ({r[0]:.4g}, {r[1]:.4g}, {r[2]:.4g}): −(lowest "
+            f"step-0 forget NLL), {DRIFT_SLACK} × the highest KL, {DRIFT_SLACK} × the highest retain NLL of any "
+            "run's curve")
+
+
+def to_markdown(table: Table, space: LossSpace) -> str:
+    out = io.StringIO()
+    out.write(f"### {table.experiment}: dominated hypervolume of the loss-space curves\n\n")
+    if space.reference is None:
+        out.write("No run logged heldout/* or probe/* points: nothing to measure.\n")
+        return out.getvalue()
+    out.write("| Method | Seeds | Hypervolume ↑ [95% interval] | per seed |\n|---|---:|---:|---|\n")
+    for method, rows in space.per_seed.items():
+        interval = space.method_interval(method)
+        mean = float(np.mean([hv for _, _, hv in rows]))
+        text = f"{mean:.4g}" + (f" [{interval.lo:.4g}, {interval.hi:.4g}]" if interval is not None else "")
+        seeds = ", ".join(f"{s}: {hv:.4g}" for s, _, hv in rows)
+        out.write(f"| {method} | {len(rows)} | {text} | {seeds} |\n")
+    out.write(f"\nPoints from {SOURCES[space.source]}; coordinates (−forget NLL, KL, retain NLL), all minimised; "
+              f"{reference_text(space)}. Interval: t over seeds (wide with 3 seeds: t₀.₉₇₅,₂ = 4.30). The "
+              "forgetting axis is unbounded, so a run that drives the forget NLL far up gains volume even at "
+              "high drift: read it with loss_space.png.\n")
+    if space.missing:
+        out.write("\nLeft out (no curve): " + ", ".join(f"{r.method} seed {r.seed}" for r in space.missing) + "\n")
+    return out.getvalue()
+
+
+def to_csv(table: Table, space: LossSpace) -> str:
+    """Per seed (``seed`` a number) and per method (``seed`` = ``all``: mean, lo, hi over seeds)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["experiment", "method", "seed", "source", "points", "hypervolume", "lo", "hi",
+                     "ref_neg_forget_nll", "ref_kl", "ref_retain"])
+    if space.reference is None:
+        return out.getvalue()
+    ref = [repr(float(v)) for v in space.reference]
+    for method, rows in space.per_seed.items():
+        for seed, n, hv in rows:
+            writer.writerow([table.experiment, method, "" if seed is None else seed, space.source, n, repr(hv),
+                             "", "", *ref])
+        interval = space.method_interval(method)
+        lo, hi = ("", "") if interval is None else (repr(interval.lo), repr(interval.hi))
+        writer.writerow([table.experiment, method, "all", space.source, sum(n for _, n, _ in rows),
+                         repr(float(np.mean([hv for _, _, hv in rows]))), lo, hi, *ref])
+    return out.getvalue()
+
+
+def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
+    """Forget NLL (x, →) against KL and against retain NLL, one thin line per seed, the last
+    point marked; the dashed lines are the reference point."""
+    if not space.curves:
+        return None
+    plt = pyplot()
+    methods = sorted({c.run.method for c in space.curves}, key=method_sort_key)
+    col = colours(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, j, label in ((axes[0], 1, "KL to the original ↓"), (axes[1], 2, "retain NLL ↓")):
+        for i, m in enumerate(methods):
+            for k, c in enumerate(x for x in space.curves if x.run.method == m):
+                ax.plot(c.points[:, 0], c.points[:, j], "-", color=col[m], linewidth=0.9, alpha=0.6,
+                        label=m if k == 0 else None)
+                ax.scatter(c.points[-1:, 0], c.points[-1:, j], color=col[m], marker=MARKERS[i % len(MARKERS)],
+                           s=45, edgecolors="black", linewidths=0.6, zorder=3)
+        ax.axvline(-space.reference[0], color="grey", linestyle="--", linewidth=0.8)
+        ax.axhline(space.reference[j], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("forget NLL of the unsafe answers → (more forgotten)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{table.experiment}: loss-space curves on {SOURCES[space.source]}; one line per seed, "
+                 "marker: end of training; dashed: hypervolume reference", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def write_loss_space(table: Table, out_dir: Path, plots: bool = True) -> dict[str, Path]:
+    """``hypervolume.md``, ``hypervolume.csv`` and (``plots``) ``loss_space.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    space = loss_space(table)
+    files = {"hypervolume_md": out_dir / "hypervolume.md", "hypervolume_csv": out_dir / "hypervolume.csv"}
+    files["hypervolume_md"].write_text(to_markdown(table, space), encoding="utf-8")
+    files["hypervolume_csv"].write_text(to_csv(table, space), encoding="utf-8")
+    if plots and (path := loss_space_plot(table, space, out_dir / "loss_space.png")) is not None:
+        files["loss_space"] = path
+    return files
+
+
+__all__ = ["AXES", "Curve", "LossSpace", "experiment_curves", "loss_space", "loss_space_plot", "reference_point",
+           "run_curve", "to_csv", "to_markdown", "write_loss_space"]

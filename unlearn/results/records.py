@@ -1,0 +1,140 @@
+"""Per-prompt (and per-utility-example) values of a run, read from its run dir.
+
+``generations.jsonl`` holds one record per answer and evaluation stage (``stage`` is ``before``,
+``after``, or a periodic stage); the last contiguous block of a stage is that stage's evaluation
+(an earlier block comes from an attempt that was resumed). Per answer:
+
+| metric (summary key) | record field | the summary value is |
+|---|---|---|
+| ``harmful_rate`` | ``harmful`` (bool) | the mean over answers |
+| ``toxicity``, ``obscene`` | same name | the mean over answers |
+| ``fluency_ppl`` | ``fluency_ppl`` (None for an empty answer) | the mean over answers with a value |
+
+Utility: per-example NLLs of the held-out normal answers, when the run wrote them (see
+:func:`utility_values`); ``utility_ppl = exp(Σ nll / Σ n)``, so each example's value is its
+NLL rescaled by fixed token weights, ``v_i = nll_i · N / Σ_j n_j`` (N examples), whose mean is
+the corpus loss; an interval on the mean loss maps to ``utility_ppl`` through ``exp``.
+
+Two runs are comparable per prompt only when they answered the same prompts: :func:`prompt_key`
+is a hash of the ordered prompt list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearn.results.collect import Run, as_float
+
+GENERATIONS = "generations.jsonl"
+PER_PROMPT = {"harmful_rate": "harmful", "toxicity": "toxicity", "obscene": "obscene", "fluency_ppl": "fluency_ppl"}
+UTILITY = "utility_ppl"
+# Where a run may keep its per-utility-example NLLs, first found wins: JSON lines with
+# ``nll`` (summed over the answer's tokens) and ``n_tokens`` (or ``loss`` = nll / n_tokens and
+# ``n_tokens``), and a ``stage`` like generations.jsonl.
+UTILITY_FILES = ("utility.jsonl", "utility_nll.jsonl", "utility_examples.jsonl")
+
+
+@dataclass(frozen=True)
+class StageRecords:
+    """One run's evaluation at one stage: the prompts in order and per-prompt values."""
+
+    prompts: tuple[str, ...]
+    values: dict[str, np.ndarray]                 # metric -> (n_prompts,), NaN where absent
+    utility: np.ndarray | None = None             # (n_examples,) rescaled NLLs, see module doc
+    utility_source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return prompt_key(self.prompts)
+
+
+def prompt_key(prompts: Sequence[str]) -> str:
+    """sha256 of the ordered prompts (12 hex digits): equal keys, same prompt set."""
+    return hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:12]
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def last_block(records: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+    """The last contiguous run of records whose ``stage`` is ``stage``."""
+    block: list[dict[str, Any]] = []
+    current: list[dict[str, Any]] = []
+    previous = None
+    for rec in records:
+        if rec.get("stage") == stage:
+            if previous != stage:
+                current = []
+            current.append(rec)
+            block = current
+        previous = rec.get("stage")
+    return block
+
+
+def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
+    """Per-example utility values (module doc) and the file they came from; ``(None, reason)``
+    when the run kept none."""
+    for name in UTILITY_FILES:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        block = last_block(_read_lines(path), stage)
+        nll, tokens = [], []
+        for rec in block:
+            n = as_float(rec.get("n_tokens"))
+            total = as_float(rec.get("nll")) if "nll" in rec else as_float(rec.get("loss")) * n
+            nll.append(total)
+            tokens.append(n)
+        tokens_arr = np.asarray(tokens, dtype=float)
+        if not block or not np.isfinite(tokens_arr).all() or tokens_arr.sum() <= 0:
+            return None, f"{name} has no usable '{stage}' records (nll, n_tokens)"
+        return np.asarray(nll, dtype=float) * len(block) / tokens_arr.sum(), name
+    return None, f"no per-example utility file ({' / '.join(UTILITY_FILES)})"
+
+
+def stage_records(run: Run, stage: str = "after") -> StageRecords | None:
+    """The per-prompt values of ``run`` at ``stage``, or None without a generations file/block."""
+    block = last_block(_read_lines(Path(run.path) / GENERATIONS), stage)
+    if not block:
+        return None
+    values = {metric: np.array([as_float(r.get(field_name)) for r in block], dtype=float)
+              for metric, field_name in PER_PROMPT.items()}
+    utility, source = utility_values(run.path, stage)
+    return StageRecords(tuple(str(r.get("prompt", "")) for r in block), values, utility, source)
+
+
+def majority_key(records: dict[Any, StageRecords | None]) -> str | None:
+    """The prompt key shared by most runs (ties: the longer prompt list, then the key)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for rec in records.values():
+        if rec is not None:
+            n, size = counts.get(rec.key, (0, len(rec.prompts)))
+            counts[rec.key] = (n + 1, size)
+    if not counts:
+        return None
+    return max(counts, key=lambda k: (*counts[k], k))
+
+
+__all__ = ["GENERATIONS", "PER_PROMPT", "UTILITY", "UTILITY_FILES", "StageRecords",
+           "last_block", "majority_key", "prompt_key", "stage_records", "utility_values"]
