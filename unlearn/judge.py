@@ -46,20 +46,33 @@ def offline_designs(overrides: list[str]) -> list[str]:
     return [n for n in names if compose([*overrides, f"judge={n}"]).judge.get("_target_") == OFFLINE_TARGET]
 
 
-def report_for(cfg) -> dict[str, Any]:
-    """Build the configured judge (forget + normal train splits) and its report."""
+def build_for(cfg):
+    """The configured judge (trained on the forget and normal train splits) and its eval data."""
     from hydra.utils import instantiate
 
     from unlearn.evaluation.harm_judge import build_judge
-    from unlearn.evaluation.human_labels import load_pyrit_labels
-    from unlearn.evaluation.judge_report import build_report
 
     forget, normal = instantiate(cfg.dataset.forget), instantiate(cfg.dataset.normal)
-    judge = build_judge(cfg.judge, forget.train, normal_train=normal.train)
-    pyrit = load_pyrit_labels(cfg.data_dir) if cfg.data_dir else None
-    report = build_report(judge, forget.eval, pyrit, normal.eval)
+    return build_judge(cfg.judge, forget.train, normal_train=normal.train), forget.eval, normal.eval
+
+
+def report_for(judge, pku_eval, normal_eval, pyrit) -> dict[str, Any]:
+    from unlearn.evaluation.judge_report import build_report
+
+    report = build_report(judge, pku_eval, pyrit, normal_eval)
     report["name"] = judge.name
     return report
+
+
+def untouched_by_all(judges, pyrit):
+    """The PyRIT rows none of ``judges`` trained on, so that designs are compared on the same rows."""
+    from unlearn.evaluation.judge_report import pyrit_rows
+
+    keep = set(range(len(pyrit)))
+    for judge in judges:
+        rows = {id(x) for x in pyrit_rows(judge, pyrit)[0]}
+        keep &= {i for i, x in enumerate(pyrit) if id(x) in rows}
+    return [pyrit[i] for i in sorted(keep)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,18 +89,25 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(int(cfg.threads))
     if not cfg.data_dir:
         print("(no data_dir: the PyRIT comparison is skipped; set UNLEARN_DATA_DIR)")
+    from unlearn.evaluation.human_labels import load_pyrit_labels
+
+    pyrit = load_pyrit_labels(cfg.data_dir) if cfg.data_dir else None
     if compare:
         if any(a.startswith("judge=") for a in args):
             raise SystemExit("--compare runs every offline judge design; drop the judge=… override")
+        built = {name: build_for(compose([*args, f"judge={name}"])) for name in offline_designs(args)}
+        # every design on the same PyRIT rows: those no design trained on
+        common = untouched_by_all([b[0] for b in built.values()], pyrit) if pyrit is not None else None
         reports = {}
-        for name in offline_designs(args):
-            reports[name] = report_for(compose([*args, f"judge={name}"]))
+        for name, (judge, pku_eval, normal_eval) in built.items():
+            reports[name] = report_for(judge, pku_eval, normal_eval, common)
             print(format_report(reports[name]) + "\n")
+        print("PyRIT rows: those no design trained on, the same for every column")
         print(format_comparison(reports))
-        result: dict = {"designs": reports}
+        result: dict = {"designs": reports, "pyrit_rows": "untouched by every design (the same rows for each)"}
         default_name = "compare.json"
     else:
-        result = report_for(cfg)
+        result = report_for(*build_for(cfg), pyrit)
         print(format_report(result))
         default_name = f"report-{result['name']}.json"
     path = Path(report_path or Path(cfg.cache_dir).expanduser() / "judges" / default_name)

@@ -106,7 +106,7 @@ def pyrit_rows(judge: HarmJudge, items: Sequence) -> tuple[list, str]:
     from unlearn.evaluation.human_labels import split_by_objective
 
     if judge.pyrit_training is None:
-        return list(items), "all rows (the judge never trained on PyRIT labels)"
+        return list(items), "all rows given (the judge never trained on PyRIT labels)"
     fraction, seed = judge.pyrit_training
     untouched = split_by_objective(items, fraction, seed).untouched
     return untouched, (f"untouched objectives only: the judge trained on the PyRIT rows of "
