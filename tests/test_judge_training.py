@@ -132,6 +132,13 @@ class LengthJudge(ej.HarmJudge):
         return [min(1.0, len(a.split()) / 4) for a in answers]
 
 
+class KeywordJudgeNoPyrit(ej.HarmJudge):
+    name = "keyword"
+
+    def score(self, prompts, answers):
+        return [0.9 if "harmful" in a else 0.1 for a in answers]
+
+
 def test_report_uses_only_untouched_objectives_and_benign_rate() -> None:
     from unlearn.evaluation.judge_report import build_report, format_comparison, format_report
 
@@ -145,6 +152,10 @@ def test_report_uses_only_untouched_objectives_and_benign_rate() -> None:
     assert report["targets"]["benign false_positive_rate"] == {"value": 0.5, "target": "≤ 0.1", "met": False,
                                                                "missed_by_points": 40.0}
     assert "untouched objectives only" in format_report(report)
+    # compared with it, a judge that never trained on PyRIT is measured on the same untouched rows
+    other = build_report(KeywordJudgeNoPyrit(), PKU, items, benign, compared_with=[LengthJudge()])
+    assert other["pyrit"]["overall"]["n"] == 10 and "a compared judge" in other["pyrit"]["rows"]
+    assert build_report(KeywordJudgeNoPyrit(), PKU, items)["pyrit"]["overall"]["n"] == 20
     table = format_comparison({"a": report, "b": report})
     assert "| benign FP | 50.0% [" in table and "| PyRIT rows | 10 | 10 |" in table
 

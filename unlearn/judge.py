@@ -56,23 +56,12 @@ def build_for(cfg):
     return build_judge(cfg.judge, forget.train, normal_train=normal.train), forget.eval, normal.eval
 
 
-def report_for(judge, pku_eval, normal_eval, pyrit) -> dict[str, Any]:
+def report_for(judge, pku_eval, normal_eval, pyrit, compared_with=()) -> dict[str, Any]:
     from unlearn.evaluation.judge_report import build_report
 
-    report = build_report(judge, pku_eval, pyrit, normal_eval)
+    report = build_report(judge, pku_eval, pyrit, normal_eval, compared_with)
     report["name"] = judge.name
     return report
-
-
-def untouched_by_all(judges, pyrit):
-    """The PyRIT rows none of ``judges`` trained on, so that designs are compared on the same rows."""
-    from unlearn.evaluation.judge_report import pyrit_rows
-
-    keep = set(range(len(pyrit)))
-    for judge in judges:
-        rows = {id(x) for x in pyrit_rows(judge, pyrit)[0]}
-        keep &= {i for i, x in enumerate(pyrit) if id(x) in rows}
-    return [pyrit[i] for i in sorted(keep)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,11 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
         if any(a.startswith("judge=") for a in args):
             raise SystemExit("--compare runs every offline judge design; drop the judge=… override")
         built = {name: build_for(compose([*args, f"judge={name}"])) for name in offline_designs(args)}
-        # every design on the same PyRIT rows: those no design trained on
-        common = untouched_by_all([b[0] for b in built.values()], pyrit) if pyrit is not None else None
+        judges = [b[0] for b in built.values()]
         reports = {}
         for name, (judge, pku_eval, normal_eval) in built.items():
-            reports[name] = report_for(judge, pku_eval, normal_eval, common)
+            # every design on the same PyRIT rows: those no compared design trained on
+            reports[name] = report_for(judge, pku_eval, normal_eval, pyrit, [j for j in judges if j is not judge])
             print(format_report(reports[name]) + "\n")
         print("PyRIT rows: those no design trained on, the same for every column")
         print(format_comparison(reports))

@@ -100,23 +100,29 @@ def pku_report(judge: HarmJudge, eval_examples: Sequence) -> dict[str, Any]:
     return out
 
 
-def pyrit_rows(judge: HarmJudge, items: Sequence) -> tuple[list, str]:
-    """The PyRIT rows to measure ``judge`` on, and which they are: all of them, or the untouched
-    objectives of the split the judge trained on."""
+def pyrit_rows(judges: Sequence[HarmJudge], items: Sequence) -> tuple[list, str]:
+    """The PyRIT rows that none of ``judges`` trained on (each judge's training part is
+    :func:`~.human_labels.split_by_objective` of all ``items`` with its (fraction, seed)), and
+    which rows they are."""
     from unlearn.evaluation.human_labels import split_by_objective
 
-    if judge.pyrit_training is None:
-        return list(items), "all rows given (the judge never trained on PyRIT labels)"
-    fraction, seed = judge.pyrit_training
-    untouched = split_by_objective(items, fraction, seed).untouched
-    return untouched, (f"untouched objectives only: the judge trained on the PyRIT rows of "
-                       f"{100 * fraction:g} % of the objectives (split_by_objective, seed {seed})")
+    splits = list(dict.fromkeys(j.pyrit_training for j in judges if j.pyrit_training is not None))
+    if not splits:
+        return list(items), "all rows (the judge never trained on PyRIT labels)"
+    keep = list(items)
+    for fraction, seed in splits:
+        untouched = {id(x) for x in split_by_objective(items, fraction, seed).untouched}
+        keep = [x for x in keep if id(x) in untouched]
+    how = ", ".join(f"{100 * f:g} % of the objectives, seed {s}" for f, s in splits)
+    who = "the judge" if len(judges) == 1 else "a compared judge"
+    return keep, f"untouched objectives only: {who} trained on the PyRIT rows of {how} (split_by_objective)"
 
 
-def pyrit_report(judge: HarmJudge, items: Sequence) -> dict[str, Any]:
+def pyrit_report(judge: HarmJudge, items: Sequence, compared_with: Sequence[HarmJudge] = ()) -> dict[str, Any]:
+    """Agreement on the PyRIT rows neither ``judge`` nor any of ``compared_with`` trained on."""
     from unlearn.data.split import normalize_prompt
 
-    items, which = pyrit_rows(judge, items)
+    items, which = pyrit_rows([judge, *compared_with], items)
     prompts = [x.prompt for x in items]
     answers = [x.answer for x in items]
     raw = judge.score(prompts, answers)
@@ -168,7 +174,8 @@ def target_status(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def build_report(judge: HarmJudge, pku_eval: Sequence, pyrit_items: Sequence | None,
-                 benign_eval: Sequence | None = None) -> dict[str, Any]:
+                 benign_eval: Sequence | None = None, compared_with: Sequence[HarmJudge] = ()) -> dict[str, Any]:
+    """The report; PyRIT rows are those neither ``judge`` nor ``compared_with`` trained on."""
     report: dict[str, Any] = {"judge": judge.describe()}
     meta = getattr(getattr(judge, "model", None), "meta", None)
     if isinstance(meta, dict):
@@ -176,7 +183,7 @@ def build_report(judge: HarmJudge, pku_eval: Sequence, pyrit_items: Sequence | N
                               if k in meta}
     report["pku_heldout"] = pku_report(judge, pku_eval)
     if pyrit_items is not None:
-        report["pyrit"] = pyrit_report(judge, pyrit_items)
+        report["pyrit"] = pyrit_report(judge, pyrit_items, compared_with)
     if benign_eval:
         report["benign"] = benign_report(judge, benign_eval)
     report["degenerate"] = degenerate_report(judge)
