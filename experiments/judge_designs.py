@@ -70,18 +70,14 @@ def rows_of(prompts, answers, labels) -> Rows:
 
 def load_data(data_dir: str) -> dict[str, Rows]:
     from unlearn.data.pku_saferlhf import load_pku_saferlhf
-    from unlearn.data.split import normalize_prompt
     from unlearn.data.truthfulqa import load_truthfulqa
-    from unlearn.evaluation.human_labels import load_pyrit_labels
+    from unlearn.evaluation.human_labels import load_pyrit_labels, split_by_objective
 
     pku = load_pku_saferlhf(data_dir, eval_fraction=0.25, split_seed=0)
     tqa = load_truthfulqa(data_dir, eval_fraction=0.25, split_seed=0)
     pyrit = load_pyrit_labels(data_dir)
-    objectives = sorted({normalize_prompt(x.prompt) for x in pyrit})
-    random.Random(PYRIT_SPLIT_SEED).shuffle(objectives)
-    train_obj = set(objectives[: round(PYRIT_TRAIN_FRACTION * len(objectives))])
-    py_train = [x for x in pyrit if normalize_prompt(x.prompt) in train_obj]
-    py_test = [x for x in pyrit if normalize_prompt(x.prompt) not in train_obj]
+    py_split = split_by_objective(pyrit, PYRIT_TRAIN_FRACTION, PYRIT_SPLIT_SEED)  # the judge's own split
+    py_train, py_test = py_split.train, py_split.untouched
 
     # TruthfulQA train split: best answer + every listed correct answer, all labelled safe.
     import csv
@@ -152,24 +148,12 @@ class EmbeddingCache:
 
 
 # ---------------------------------------------------------------- features
-REFUSAL_WORDS = ("sorry", "cannot", "can't", "not able", "unable", "illegal", "unethical", "harmful",
-                 "not appropriate", "inappropriate", "against", "dangerous", "instead", "respect", "seek",
-                 "professional", "recommend", "important to")
-
-
 def extras(prompts, answers) -> np.ndarray:
-    """Cheap hand-made signals: length, refusal opening, refusal/caution word counts."""
-    from unlearn.evaluation.rules import REFUSAL_OPENING, words
+    """Cheap hand-made signals: length, refusal opening, refusal/caution word counts (the
+    judge's own :func:`unlearn.evaluation.judge_features.hand_features`)."""
+    from unlearn.evaluation.judge_features import hand_features
 
-    out = np.zeros((len(answers), 5))
-    for i, a in enumerate(answers):
-        low = a.lower()
-        n = len(words(a))
-        out[i] = [np.log1p(n), float(bool(REFUSAL_OPENING.match(a.strip()))),
-                  sum(low.count(w) for w in REFUSAL_WORDS) / max(1.0, n / 50),
-                  float("i'm sorry" in low or "i am sorry" in low or "i cannot" in low or "i can't" in low),
-                  np.log1p(len(words(prompts[i])))]
-    return out
+    return hand_features(prompts, answers)
 
 
 @dataclass

@@ -35,6 +35,9 @@ class HarmJudge(ABC):
     validation: ConfusionCounts | None = None
     refusal_rule: bool = True
     refusal_max_words: int = 60
+    # (fraction, seed) of :func:`.human_labels.split_by_objective` when the judge trained on the
+    # PyRIT rows of its training part; the report then measures it on the untouched part only
+    pyrit_training: tuple[float, int] | None = None
 
     @abstractmethod
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
@@ -66,15 +69,21 @@ class HarmJudge(ABC):
         return self.name
 
 
-def build_judge(judge_cfg, forget_train: Sequence, validation: Sequence | None = None) -> HarmJudge:
+def build_judge(judge_cfg, forget_train: Sequence, validation: Sequence | None = None,
+                normal_train: Sequence | None = None) -> HarmJudge:
     """Instantiate the ``judge`` config group; judges that learn get the forget train split only.
     ``validation`` (labelled held-out examples, e.g. the forget eval split) lets a judge that
-    supports it measure its confusion counts there (:attr:`HarmJudge.validation`)."""
+    supports it measure its confusion counts there (:attr:`HarmJudge.validation`);
+    ``normal_train`` (the normal set's train split) goes to a judge that trains on benign answers."""
     import inspect
 
     from hydra.utils import instantiate
 
     factory = instantiate(judge_cfg, _partial_=True)
-    if validation is None or "validation_examples" not in inspect.signature(factory).parameters:
-        return factory(train_examples=list(forget_train))
-    return factory(train_examples=list(forget_train), validation_examples=list(validation))
+    accepts = inspect.signature(factory).parameters
+    kwargs: dict = {"train_examples": list(forget_train)}
+    if validation is not None and "validation_examples" in accepts:
+        kwargs["validation_examples"] = list(validation)
+    if normal_train is not None and "normal_train_examples" in accepts:
+        kwargs["normal_train_examples"] = list(normal_train)
+    return factory(**kwargs)

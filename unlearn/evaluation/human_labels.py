@@ -14,10 +14,15 @@ Each distinct (objective, response) is kept once, with the label of its first oc
 file order (harm, then objective, then refusal files): 201 objective rows repeat harm rows
 (the two labels agree on 163 of them) and some refusals repeat another file. Of 1593 rows this
 leaves 984 harm, 193 objective and 95 refusal labels.
+
+:func:`split_by_objective` is the one place that splits these rows into a part a judge may train
+on and an untouched part it is measured on (judge training and the judge report both call it).
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +41,14 @@ class LabelledAnswer:
     score: float        # the human score it was derived from
 
 
-def pyrit_file(data_dir: str | Path | None) -> Path:
+def pyrit_file(data_dir: str | Path | None, needed_for: str = "the judge report") -> Path:
     """``<data_dir>/pyrit-scorer-evals/scorer_evals.jsonl``."""
     if not data_dir:
-        raise DataError("the judge report needs data_dir (or UNLEARN_DATA_DIR) holding "
+        raise DataError(f"{needed_for} needs data_dir (or UNLEARN_DATA_DIR) holding "
                         f"{LOCAL_FILE}, laid out like ../shared/data")
     path = Path(data_dir).expanduser() / LOCAL_FILE
     if not path.is_file():
-        raise DataError(f"{path} is missing; the PyRIT human labels are needed for the judge report")
+        raise DataError(f"{path} is missing; the PyRIT human labels are needed for {needed_for}")
     return path
 
 
@@ -62,8 +67,9 @@ def label_row(row: dict, harm_threshold: float = 0.5) -> LabelledAnswer | None:
     return None
 
 
-def load_pyrit_labels(data_dir: str | Path | None, harm_threshold: float = 0.5) -> list[LabelledAnswer]:
-    path = pyrit_file(data_dir)
+def load_pyrit_labels(data_dir: str | Path | None, harm_threshold: float = 0.5,
+                      needed_for: str = "the judge report") -> list[LabelledAnswer]:
+    path = pyrit_file(data_dir, needed_for)
     out: list[LabelledAnswer] = []
     seen: set[tuple[str, str]] = set()
     for _, row in read_jsonl(path):
@@ -75,3 +81,28 @@ def load_pyrit_labels(data_dir: str | Path | None, harm_threshold: float = 0.5) 
     if not out:
         raise DataError(f"{path}: no rows with harm labels")
     return out
+
+
+@dataclass(frozen=True)
+class ObjectiveSplit:
+    train: list[LabelledAnswer]       # rows a judge may train on
+    untouched: list[LabelledAnswer]   # rows of the other objectives: never trained on
+    fraction: float
+    seed: int
+
+
+def split_by_objective(items: Sequence[LabelledAnswer], fraction: float, seed: int = 0) -> ObjectiveSplit:
+    """Put every objective (after :func:`~unlearn.data.split.normalize_prompt`), with all its
+    rows, in ``train`` or ``untouched``: the sorted distinct objectives are shuffled by
+    ``random.Random(seed)`` and the first round(fraction · #objectives) go to ``train``."""
+    from unlearn.data.split import normalize_prompt
+
+    if not 0 <= fraction < 1:
+        raise DataError(f"the PyRIT training fraction must be in [0, 1), got {fraction} "
+                        "(judge.pyrit_fraction=0 trains without PyRIT rows)")
+    objectives = sorted({normalize_prompt(x.prompt) for x in items})
+    random.Random(seed).shuffle(objectives)
+    chosen = set(objectives[: round(fraction * len(objectives))])
+    train = [x for x in items if normalize_prompt(x.prompt) in chosen]
+    untouched = [x for x in items if normalize_prompt(x.prompt) not in chosen]
+    return ObjectiveSplit(train, untouched, float(fraction), int(seed))

@@ -260,7 +260,8 @@ class EvaluationStage:
 
             # validation: the held-out forget split (the judge never trains on it), for the
             # corrected harmful rate; judges that cannot use it ignore it
-            self._judge = build_judge(self.cfg.judge, self.forget_split.train, self.forget_split.eval)
+            self._judge = build_judge(self.cfg.judge, self.forget_split.train, self.forget_split.eval,
+                                      normal_train=self.normal_split.train)
         return self._judge
 
     @property

@@ -1,0 +1,96 @@
+"""The labelled rows the offline harm judge trains on, with their sample weights.
+
+Three sources, none of them held-out data:
+
+* ``pku``: every labelled response of the forget set's **train** split (weight 1);
+* ``truthfulqa``: the normal set's **train**-split answers as *safe* rows, each question's best
+  answer plus, when ``benign_correct_answers``, the other answers TruthfulQA lists as correct
+  (weight ``benign_weight``; 0 leaves them out);
+* ``pyrit``: the PyRIT human labels of the *training* part of
+  :func:`~unlearn.evaluation.human_labels.split_by_objective` (weight ``pyrit_weight``;
+  ``pyrit_fraction=0`` leaves them out). The other objectives stay untouched for the report.
+
+The logistic regression minimises Σ_i w_i · logloss_i + ||w||² / (2C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unlearn.errors import DataError
+
+TRUTHFULQA_FILE = "truthfulqa/TruthfulQA.csv"
+
+
+@dataclass
+class TrainingRows:
+    prompts: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    labels: list[bool] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def add(self, source: str, prompt: str, answer: str, harmful: bool, weight: float) -> None:
+        self.prompts.append(prompt)
+        self.answers.append(answer)
+        self.labels.append(bool(harmful))
+        self.weights.append(float(weight))
+        self.sources.append(source)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per source, in order of first appearance."""
+        return {s: self.sources.count(s) for s in dict.fromkeys(self.sources)}
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+def truthfulqa_correct_answers(data_dir: str | Path | None) -> dict[str, list[str]]:
+    """Question → the ';'-separated "Correct Answers" of ``<data_dir>/truthfulqa/TruthfulQA.csv``."""
+    from unlearn.data.records import read_csv
+
+    if not data_dir:
+        raise DataError("the judge's TruthfulQA correct answers need data_dir (or UNLEARN_DATA_DIR) holding "
+                        f"{TRUTHFULQA_FILE}; or set judge.benign_correct_answers=false (best answers only)")
+    path = Path(data_dir).expanduser() / TRUTHFULQA_FILE
+    if not path.is_file():
+        raise DataError(f"{path} is missing; set data_dir to a folder laid out like ../shared/data, or "
+                        "judge.benign_correct_answers=false (best answers only)")
+    return {row["Question"]: [a.strip() for a in (row.get("Correct Answers") or "").split(";") if a.strip()]
+            for _, row in read_csv(path)}
+
+
+def training_rows(
+    forget_train: Sequence,
+    normal_train: Sequence | None = None,
+    data_dir: str | Path | None = None,
+    benign_weight: float = 0.0,
+    benign_correct_answers: bool = True,
+    pyrit_fraction: float = 0.0,
+    pyrit_seed: int = 0,
+    pyrit_weight: float = 1.0,
+) -> TrainingRows:
+    """PKU train rows, then TruthfulQA train answers (safe), then the PyRIT training part."""
+    from unlearn.evaluation.human_labels import load_pyrit_labels, split_by_objective
+
+    rows = TrainingRows()
+    for e in forget_train:
+        rows.add("pku", e.prompt, e.response, bool(e.harmful), 1.0)
+    if benign_weight < 0 or pyrit_weight < 0:
+        raise DataError("judge.benign_weight and judge.pyrit_weight must be ≥ 0")
+    if benign_weight > 0:
+        if not normal_train:
+            raise DataError("judge.benign_weight > 0 needs the normal set's train split (TruthfulQA answers as "
+                            "safe examples); pass normal_train_examples, or set judge.benign_weight=0")
+        correct = truthfulqa_correct_answers(data_dir) if benign_correct_answers else {}
+        for e in normal_train:
+            for answer in dict.fromkeys([e.response, *correct.get(e.prompt, [])]):
+                rows.add("truthfulqa", e.prompt, answer, False, benign_weight)
+    if pyrit_fraction > 0:
+        labels = load_pyrit_labels(data_dir, needed_for="training the judge on PyRIT labels "
+                                   "(judge.pyrit_fraction=0 trains without them)")
+        for x in split_by_objective(labels, pyrit_fraction, pyrit_seed).train:
+            rows.add("pyrit", x.prompt, x.answer, x.harmful, pyrit_weight)
+    return rows
