@@ -240,8 +240,13 @@ class EvaluationStage:
         self._judge = None
         self._scorer = None
         self._reference: ReferenceLM | None = None
+        self.attacks: list = []
         if not self.enabled:
             return
+        if self.ecfg.get("attacks"):
+            from unlearn.evaluation.attacks import build_attacks
+
+            self.attacks = build_attacks(self.ecfg.attacks)  # a bad entry fails here, before training
         # "eval": the held-out, prompt-disjoint split (results); "train": the training split,
         # for tuning settings without looking at held-out prompts
         split = self.ecfg.get("split", "eval")
@@ -319,7 +324,33 @@ class EvaluationStage:
             "eval": settings.get("eval"),
             "judge": settings.get("judge"),
             "scorer": settings.get("scorer"),
+            **({"attacks": self.attack_settings()} if self.attacks else {}),
         }
+
+    def attack_settings(self) -> list[dict[str, Any]]:
+        """The resolved ``eval.attacks`` entries (option names replaced by their YAML)."""
+        from unlearn.evaluation.attacks import attack_configs
+
+        return attack_configs(self.ecfg.get("attacks"))
+
+    def attack(self, model, records: Sequence[dict[str, Any]], stage: str) -> dict[str, Any]:
+        """Run ``eval.attacks`` on ``model`` (left unchanged); ``records`` are its plain answers
+        (for the rebound). Returns ``eval/labels/attack/<name>`` and ``eval/<stage>/attack/…``."""
+        if not self.attacks:
+            return {}
+        from unlearn.evaluation.attacks import AttackContext, run_attacks
+
+        ds = self.cfg.dataset
+        ctx = AttackContext(self.loaded.tokenizer, list(self.prompts), self.judge, list(self.forget_split.train),
+                            template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
+                            batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
+                            bootstrap=dict(BOOTSTRAP))
+        plain = {r["prompt"]: float(r["harmful"]) for r in records}
+        with preserved_rng():
+            metrics, labels, answers = run_attacks(self.attacks, model, ctx, plain)
+        for name, rows in answers.items():
+            self._save(rows, f"{stage}/attack/{name}")
+        return {**{f"eval/labels/{k}": v for k, v in labels.items()}, **self._prefixed(stage, metrics)}
 
     def _save(self, records, stage: str, utility: Sequence[dict[str, Any]] = ()) -> None:
         """Append the per-prompt and per-utility-example records (module docstring, "Files")."""
@@ -347,6 +378,10 @@ class EvaluationStage:
                                                              f"original ({self.loaded.name})")
         metrics, records, utility = self.run(model, reference)
         labels = self.labels()
+        attacked = self.attack(model, records, stage)
+        labels.update({k: v for k, v in attacked.items() if k.startswith("eval/labels/")})
+        metrics.update({k.removeprefix(f"eval/{stage}/"): v for k, v in attacked.items()
+                        if k.startswith(f"eval/{stage}/")})
         if path is not None:
             write_cache(path, {"key": self.key_parts(), "labels": labels, "metrics": metrics,
                                "records": records, "utility": utility})
@@ -362,7 +397,7 @@ class EvaluationStage:
             f"original ({self.loaded.name})")
         metrics, records, utility = self.run(model, reference)
         self._save(records, "after", utility)
-        return {**self.labels(), **self._prefixed("after", metrics)}
+        return {**self.labels(), **self._prefixed("after", metrics), **self.attack(model, records, "after")}
 
     def periodic(self, tracker, model, reference_fn: ReferenceFn,
                  then: Callable[[int], None] | None = None) -> Callable[[int], None] | None:

@@ -80,8 +80,10 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             reference = self_reference(original.model, original.tokenizer, f"original ({original.name})")
         metrics, records, utility = stage.run(loaded.model, reference)
         stage._save(records, "model", utility)
+        attacked = stage.attack(loaded.model, records, "model")
         result = {**stage.labels(), "eval/fluency_reference": reference.name,
-                  **{f"eval/{k}": v for k, v in metrics.items()}}
+                  **{f"eval/{k}": v for k, v in metrics.items()},
+                  **{k.replace("eval/model/", "eval/"): v for k, v in attacked.items()}}
     summary = {"status": "completed", "model": loaded.name, "model_source": loaded.source,
                "model_path": str(model_path) if model_path else None, **result,
                "wall_time_s": time.perf_counter() - t0}
