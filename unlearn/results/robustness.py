@@ -163,12 +163,13 @@ def markdown(rows: Sequence[RobustnessRow], columns: Sequence[Column], rebounds:
         return lines
 
     first = rows[0].summary
-    settings = (f"{first.get('eval/n_prompts', '?')} held-out prompts, judge {first.get('eval/judge', '?')}; "
+    judge = str(first.get("eval/judge", "?")).split(":")[0]
+    settings = (f"{first.get('eval/n_prompts', '?')} held-out prompts (attacks: the n_prompts of the csv), judge {judge}; "
                 "95 % percentile bootstrap intervals over prompts (one run per row)")
     out = ["## Harmful rate before unlearning, after it, and after each attack", "", f"Settings: {settings}.", "",
            *table(columns, False), "", "## Rebound: HR after the attack − HR after unlearning (paired over prompts)",
            "", *table(rebounds, True), "", "Columns:", ""]
-    out += [f"- `{c.title}`: {c.label}" for c in [*columns, *rebounds]]
+    out += [f"- `{c.title}`: {c.label}" for c in columns]
     return "\n".join(out) + "\n"
 
 
