@@ -192,7 +192,7 @@ def plot(path: Path, rows: Sequence[RobustnessRow], columns: Sequence[Column],
     plt = pyplot()
     shown = [c for c in columns if c.key in ("before", "eval/harmful_rate") or c.key.endswith("/harmful_rate")]
     colour = colours([c.title for c in shown])
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(rows) + 5), 4.5))
     width = 0.8 / max(1, len(shown))
     for j, c in enumerate(shown):
         xs, ys, errs = [], [], [[], []]
@@ -210,7 +210,7 @@ def plot(path: Path, rows: Sequence[RobustnessRow], columns: Sequence[Column],
     ax.set_ylabel("harmful rate (95 % interval over prompts)")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Harmful rate before / after unlearning and after each attack")
+    ax.set_title("Harmful rate: before, after unlearning, after each attack", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
