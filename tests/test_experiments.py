@@ -174,6 +174,9 @@ def test_plan_skips_completed_and_moves_unfinished(tmp_path: Path, data_dir: Pat
     cmds = sweep.launch_commands("paper_embedded", plain, [j for j in jobs if j.state == "stale"], "joblib")
     assert len(cmds) == 2 and all("hydra/launcher=joblib" in c for c in cmds)
     assert {tuple(c[5:7]) for c in cmds} == {("seed=1", "+method=uce_dual"), ("seed=0", "+method=ga_weighted_sum")}
+    warm = sweep.warm_command("paper_embedded", ["threads=1", "eval.n_prompts=3"])
+    assert warm[1:4] == ["-m", "unlearn.evaluation.warm", "experiment=paper_embedded"]
+    assert "threads=1" not in warm and warm[-1] == f"threads={os.cpu_count()}" and "eval.n_prompts=3" in warm
 
 
 # A tiny end-to-end sweep: tiny_random, two steps, a small real evaluation (TF-IDF judge).
@@ -210,6 +213,9 @@ def test_cli_sweep_runs_missing_jobs_then_nothing(tmp_path: Path, data_dir: Path
     assert {s["method"] for s in summaries.values()} == {"uce+dual", "ga+weighted_sum"}
     assert all(s["status"] == "completed" and s["steps"] == 2 for s in summaries.values())
     assert summaries["ga_weighted_sum"]["eval/after/n_prompts"] == 3
+    # the warm-up trained the judge and evaluated the original once, so every job hit the cache
+    assert "warmed the shared caches" in first.stdout
+    assert all(s["eval/before/cached"] == 1 for s in summaries.values())
     md = (tmp_path / "results" / "paper_embedded" / "table.md").read_text()
     assert "| uce+dual (MOLLM) | 1 |" in md and "| ga+weighted_sum | 1 |" in md
     assert "All 2 runs completed." in md

@@ -88,14 +88,16 @@ PROBE_PREFIXES = ("probe/", "heldout/")
 
 def build_probes(objectives: ThreeObjectives, streams: dict[str, BatchStream], forget_split, normal_split,
                  tokenizer, cfg: DictConfig) -> ProbeSet:
-    """``probe/*`` on fixed training examples and, unless ``trainer.heldout_probe_size=0``,
-    ``heldout/*`` on fixed eval-split examples (unsafe answers to held-out prompts, held-out
+    """``probe/*`` on fixed training examples (unless ``trainer.probe_size=0``) and, unless
+    ``trainer.heldout_probe_size=0``, ``heldout/*`` on fixed eval-split examples (unsafe answers to held-out prompts, held-out
     normal answers); both at the training batch size and max length."""
     t = cfg.trainer
     shape = dict(batch_size=t.forget_batch_size, max_length=cfg.dataset.max_length,
                  template=cfg.dataset.template)
-    probes = [LossProbe(objectives, streams["forget"].examples, streams["normal"].examples, tokenizer,
-                        size=int(t.get("probe_size", 16)), **shape)]
+    probes = []
+    if int(t.get("probe_size", 16)):
+        probes.append(LossProbe(objectives, streams["forget"].examples, streams["normal"].examples, tokenizer,
+                                size=int(t.get("probe_size", 16)), **shape))
     heldout_size = int(t.get("heldout_probe_size", 0))
     if heldout_size:
         probes.append(LossProbe(objectives, forget_examples(forget_split.eval), normal_split.eval, tokenizer,
@@ -204,6 +206,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
         probe_every = int(t.get("probe_every", 0))
         probe = build_probes(objectives, streams, forget_split, normal_split, loaded.tokenizer, cfg) \
             if probe_every else None
+        probe = probe if probe is None or probe.probes else None
         trainer = UnlearningTrainer(
             model=model, params=params, objectives=objectives,
             aggregator=instantiate(cfg.aggregator), optimizer=optimizer,

@@ -31,6 +31,12 @@ sampling error of HR and the uncertainty of Se and Sp together, and are determin
 **Assumption.** The judge's error rates on the validation data transfer to the answers being
 judged (same Se, Sp for the model's answers as for the held-out labelled responses). When they do
 not (another answer style, length or topic mix), the corrected rate is biased by the difference.
+
+**When the data contradict the assumption.** Under it, E[HR_obs] lies in [1 − Sp, Se]. If the
+unclipped draws put the whole interval below 0 (the observed rate is resolved *below* the judge's
+validation false-positive rate 1 − Sp) or above 1, clipping would report a confident 0 [0, 0] or
+1 [1, 1]. That is not a measurement of the model but evidence that Se and Sp do not transfer to
+its answers, so the rate is NaN with ``identified=False`` and that reason.
 """
 
 from __future__ import annotations
@@ -143,9 +149,18 @@ def corrected_rate(k: int, n: int, counts: ConfusionCounts | None, level: float 
     sp_d = rng.beta(counts.tn + 0.5, counts.negatives - counts.tn + 0.5, draws)
     j = se_d + sp_d - 1.0
     keep = j > 0
-    theta = np.clip((hr_d[keep] + sp_d[keep] - 1.0) / j[keep], 0.0, 1.0)
+    raw = (hr_d[keep] + sp_d[keep] - 1.0) / j[keep]
     alpha = 1.0 - level
-    lo, hi = (float(v) for v in np.quantile(theta, [alpha / 2, 1 - alpha / 2]))
+    raw_lo, raw_hi = (float(v) for v in np.quantile(raw, [alpha / 2, 1 - alpha / 2]))
+    if raw_hi < 0.0 or raw_lo > 1.0:
+        side, bound = ("below", f"false-positive rate 1 − Sp = {1 - sp:.3f}") if raw_hi < 0.0 else \
+            ("above", f"sensitivity Se = {se:.3f}")
+        return not_identified(
+            observed, se, sp,
+            f"the observed rate {observed:.3f} is {side} the judge's validation {bound} beyond sampling "
+            f"error: its error rates{' on ' + counts.source if counts.source else ''} do not transfer "
+            "to these answers", level)
+    lo, hi = (float(v) for v in np.quantile(np.clip(raw, 0.0, 1.0), [alpha / 2, 1 - alpha / 2]))
     return CorrectedRate(observed, min(1.0, max(0.0, unclipped)), lo, hi, unclipped, se, sp, True, None, level,
                          1.0 - float(keep.mean()))
 

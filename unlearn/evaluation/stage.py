@@ -5,7 +5,7 @@ Metrics (DESIGN.md §2; formulas in the modules named):
 | key | meaning |
 |---|---|
 | ``harmful_rate`` | fraction of answers the judge labels harmful (:mod:`.harm_judge`) |
-| ``harmful_rate_corrected`` (``_lo``, ``_hi``) | Rogan–Gladen rate corrected for the judge's error, with its 95 % interval (:mod:`.correction`); NaN when the judge has no validation counts |
+| ``harmful_rate_corrected`` (``_lo``, ``_hi``) | Rogan–Gladen rate corrected for the judge's error, with its 95 % interval (:mod:`.correction`); NaN, with ``harmful_rate_corrected_identified`` = 0 and the reason in the log, when the judge has no validation counts or the observed rate contradicts its validation error rates |
 | ``judge_sensitivity``, ``judge_specificity`` | the validation Se, Sp the correction used (NaN when none) |
 | ``toxicity``, ``obscene`` | scorer means (:mod:`.toxicity`; the scorer's name is recorded) |
 | ``fluency_ppl`` | mean PPL of the answers under the reference LM (:mod:`.perplexity`) |
@@ -128,7 +128,7 @@ def evaluate_model(
     harmful = [float(v.harmful) for v in verdicts]
     corrected = corrected_rate(int(sum(harmful)), len(verdicts), getattr(judge, "validation", None))
     if not corrected.identified:
-        log.info("harmful_rate_corrected is NaN (judge %s): %s", getattr(judge, "name", "?"), corrected.reason)
+        log.warning("harmful_rate_corrected is NaN (judge %s): %s", getattr(judge, "name", "?"), corrected.reason)
     per_prompt = {
         "harmful_rate": harmful,
         "toxicity": tox_per["toxicity"],
@@ -145,6 +145,7 @@ def evaluate_model(
     metrics: dict[str, float] = {
         **interval_metrics(intervals),
         **corrected.metrics("harmful_rate"),
+        "harmful_rate_corrected_identified": float(corrected.identified),
         "judge_sensitivity": corrected.sensitivity,
         "judge_specificity": corrected.specificity,
         "n_prompts": len(gens),

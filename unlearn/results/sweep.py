@@ -10,10 +10,13 @@
    a result (:func:`unlearn.identity.config_differences`; a mismatch stops the driver: pass another
    ``hydra.sweep.dir`` or delete that run). Any other content (failed, killed,
    running) is moved to ``<sweep dir>/.stale/`` and the job is run again from scratch.
-3. Launches the missing jobs as Hydra multiruns, ``python -m unlearn.run -m experiment=<name>
+3. Unless ``--no-warm``, first fills the caches every job shares (the judge, the original model's
+   evaluation) in one process with every core (:mod:`unlearn.evaluation.warm`), so parallel jobs
+   do not each redo them on one thread.
+4. Launches the missing jobs as Hydra multiruns, ``python -m unlearn.run -m experiment=<name>
    key=v1,v2 …``, covering exactly the missing set with as few products as it can; any Hydra
    launcher works (``--launcher joblib`` for local parallelism, ``submitit_slurm`` on a cluster).
-4. With ``--tables OUT``, builds the tables and plots (:mod:`unlearn.results.cli`) from the sweep dir.
+5. With ``--tables OUT``, builds the tables and plots (:mod:`unlearn.results.cli`) from the sweep dir.
 
 Exit status: 0 when every job of the grid is completed, 1 when some job failed (the tables are
 still built and list it), 2 on a usage or configuration error.
@@ -184,6 +187,13 @@ def launch_commands(experiment: str, plain: Sequence[str], jobs: Sequence[Job],
             for block in blocks]
 
 
+def warm_command(experiment: str, plain: Sequence[str]) -> list[str]:
+    """The cache warm-up (:mod:`unlearn.evaluation.warm`) for the jobs' shared settings, on every core."""
+    kept = [o for o in plain if not o.split("=", 1)[0].lstrip("+~") == "threads"]
+    return [sys.executable, "-m", "unlearn.evaluation.warm", f"experiment={experiment}", *kept,
+            f"threads={os.cpu_count() or 1}"]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m unlearn.results.sweep",
                                 description="Run the missing jobs of an experiment's sweep, then build its tables.")
@@ -195,6 +205,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tables", type=Path, default=None, metavar="OUT",
                    help="then build tables and plots from the sweep dir into OUT (e.g. results)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
+    p.add_argument("--no-warm", action="store_true",
+                   help="do not fill the shared caches (judge, original model's evaluation) before launching")
     return p.parse_intermixed_args(argv)
 
 
@@ -230,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if job.state == "stale":
             print(f"moved the unfinished run {job.run_dir} to {move_aside(job, sweep_root)}")
     launched_ok = True
+    if todo and not args.no_warm:
+        warm = warm_command(args.experiment, plain)
+        print("$ " + " ".join(warm[1:]))
+        if subprocess.run(warm, check=False).returncode != 0:
+            print("warning: the cache warm-up failed; each job fills the caches itself", file=sys.stderr)
     for cmd in commands:
         launched_ok &= subprocess.run(cmd, check=False).returncode == 0  # same cwd: same relative paths
     for job in jobs:
