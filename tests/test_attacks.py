@@ -230,8 +230,10 @@ def test_robustness_experiment_evaluates_like_paper_embedded():
         original = compose(config_name="evaluate", overrides=["experiment=robustness"])
     for group in ("model", "dataset", "judge", "scorer"):
         assert OmegaConf.to_container(robust[group], resolve=True) == OmegaConf.to_container(paper[group], resolve=True)
-    plain = {k: v for k, v in OmegaConf.to_container(robust.eval).items() if k != "attacks"}
-    assert plain == {k: v for k, v in OmegaConf.to_container(paper.eval).items() if k != "attacks"}
+    own = ("attacks", "n_prompts")  # robustness evaluates a prefix of paper_embedded's prompts
+    plain = {k: v for k, v in OmegaConf.to_container(robust.eval).items() if k not in own}
+    assert plain == {k: v for k, v in OmegaConf.to_container(paper.eval).items() if k not in own}
+    assert robust.eval.n_prompts <= paper.eval.n_prompts
     assert robust.model_path.endswith("paper_embedded/uce_dual/seed=0") and original.model_path is None
     methods = set(paper.hydra.sweeper.params["+method"].split(","))
     swept = set(robust.hydra.sweeper.params["robustness.method"].split(","))
