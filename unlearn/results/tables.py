@@ -440,18 +440,18 @@ def runs_to_csv(runs: Sequence[Run]) -> str:
 
 
 def steps_to_csv(runs: Sequence[Run]) -> str:
-    """The per-step losses (and ``descent/*``, ``descent_update/*``) of every run, long format:
-    what the notebook plots."""
+    """The per-step losses (and ``descent/*``, ``descent_update/*``, the direction's and the
+    update's norms and their cosine) of every run, long format: what the notebook plots."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     keys = [f"{k}/{o}" for k in ("loss", "descent", "descent_update", "grad_norm", "weight")
             for o in OBJECTIVES]
-    writer.writerow(["method", "seed", "status", "step", "skipped", *keys, "direction_norm"])
+    extra = ["direction_norm", "update_norm", "cos/direction_update"]
+    writer.writerow(["method", "seed", "status", "step", "skipped", *keys, *extra])
     for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
         for rec in r.metrics:
             writer.writerow([r.method, "" if r.seed is None else r.seed, r.status, rec.get("step", ""),
-                             int(bool(rec.get("skipped"))), *(_num(rec.get(k)) for k in keys),
-                             _num(rec.get("direction_norm"))])
+                             int(bool(rec.get("skipped"))), *(_num(rec.get(k)) for k in (*keys, *extra))])
     return out.getvalue()
 
 
