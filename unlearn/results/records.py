@@ -61,7 +61,7 @@ def prompt_key(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:12]
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
     out = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -99,7 +99,7 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
         path = Path(run_dir) / name
         if not path.is_file():
             continue
-        block = last_block(_read_lines(path), stage)
+        block = last_block(read_lines(path), stage)
         nll, tokens = [], []
         for rec in block:
             n = as_float(rec.get("n_tokens"))
@@ -115,7 +115,7 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
 
 def stage_records(run: Run, stage: str = "after") -> StageRecords | None:
     """The per-prompt values of ``run`` at ``stage``, or None without a generations file/block."""
-    block = last_block(_read_lines(Path(run.path) / GENERATIONS), stage)
+    block = last_block(read_lines(Path(run.path) / GENERATIONS), stage)
     if not block:
         return None
     values = {metric: np.array([as_float(r.get(field_name)) for r in block], dtype=float)
