@@ -163,15 +163,16 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert "Harmful rate ↓" in header and "Diversity (distinct-2) ↑" in header
     # no per-prompt records: a t-interval over seeds (†), mean ± t_{0.975, n−1} · sd / √n
     half = 4.302653 * 0.2 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
-    assert f"| uce+dual (MOLLM) | 3 | {0.4:.3f} [{0.4 - half:.3f}, {0.4 + half:.3f}]† |" in md
+    assert 0.4 - half < 0  # clipped: a rate is never negative
+    assert f"| uce+dual (MOLLM) | 3 | {0.4:.3f} [{0.0:.3f}, {0.4 + half:.3f}]† |" in md
     assert "| original (FakeLM) | 1 | 0.800 |" in md
     half = 12.706205 * math.sqrt(0.02) / math.sqrt(2)  # t_{0.975, 1} = 12.706205
-    assert f"**0.200 [{0.2 - half:.3f}, {0.2 + half:.3f}]†**" in md  # GA has the lowest harmful rate: bold
+    assert f"**0.200 [0.000, {0.2 + half:.3f}]†**" in md  # GA has the lowest harmful rate: bold (lo clipped)
     assert "3 of 8 runs are left out" in md and "RuntimeError: boom" in md
     assert "status=running" in md
 
     tex = to_latex(table)
-    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 [-0.097, 0.897]$^\dagger$" in tex
+    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 [0.000, 0.897]$^\dagger$" in tex
     assert r"uce+dual (MOLLM)" in tex and r"ga+weighted\_sum" in tex and r"$\downarrow$" in tex
     assert "_" not in tex.replace(r"\_", "").split(r"\begin{tabular}")[1]
 
@@ -195,10 +196,11 @@ def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> Non
     md = to_markdown(table)
     assert "Harmful rate (corrected) ↓" in md.splitlines()[2]
     # the mean over seeds of the estimate, then the mean bounds of the per-run intervals
-    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | **0.400 [0.100, 0.600]** |" in md
+    # the only method with a corrected rate is not bolded as "the best" of one
+    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | 0.400 [0.100, 0.600] |" in md
     assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md
     assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md
-    assert r"\textbf{0.400 [0.100, 0.600]}" in to_latex(table)
+    assert "0.400 [0.100, 0.600]" in to_latex(table) and r"\textbf{0.400 [0.100, 0.600]}" not in to_latex(table)
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
     assert float(rows["uce+dual"]["harmful_rate_corrected_hi_mean"]) == pytest.approx(0.6)
     assert rows["ga+weighted_sum"]["harmful_rate_corrected_mean"] == ""
@@ -485,3 +487,21 @@ def test_cli_writes_paired_and_hypervolume_files(planted: Path, tmp_path: Path, 
         assert (out / "e" / name).is_file(), name
     printed = capsys.readouterr().out
     assert "differences against uce+dual" in printed and "reference point" in printed
+
+
+def test_intervals_never_leave_the_values_a_metric_can_take() -> None:
+    """Two seeds far apart give t_{1} = 12.7 × se: the raw interval reaches below 0 (a rate) or
+    below the smallest perplexity; the tables clip it to the range of the values."""
+    import numpy as np
+
+    from unlearn.results.intervals import Bootstrap, clipped, matrix_interval
+    from unlearn.uncertainty import Interval, seed_prompt_interval
+
+    rates = np.array([[0.0] * 19 + [1.0], [1.0] * 10 + [0.0] * 10])
+    raw = seed_prompt_interval(rates)
+    assert raw.lo < 0.0  # what would have been printed
+    iv = matrix_interval(rates, "harmful_rate", Bootstrap())
+    assert iv.lo == 0.0 and iv.hi <= 1.0 and iv.estimate == raw.estimate
+    ppl = np.array([[2.0, 3.0, 2.5, 2.2], [40.0, 90.0, 60.0, 70.0]])
+    assert matrix_interval(ppl, "fluency_ppl", Bootstrap()).lo >= 2.0
+    assert clipped(Interval(0.5, -1.0, 2.0), 0.0, 1.0).to_dict("x") == {"x": 0.5, "x_lo": 0.0, "x_hi": 1.0}

@@ -10,6 +10,11 @@ per-prompt logging, or a corpus-level metric such as distinct-2) the interval is
 t-interval over the S per-seed values, ``mean ± t_{S−1, 0.975} · sd / √S`` (none for S = 1).
 
 How each interval was made starts with one of :data:`HOW`; the tables mark the t-intervals.
+
+Both are symmetric (mean ± t·se) and, with 3 seeds (t_{2, 0.975} = 4.30), can reach past the
+values the metric can take (a negative perplexity). They are clipped to that range: the mean of
+per-prompt values lies within [min, max] of the values (for a 0/1 rate, [0, 1]), and every metric
+here is ≥ 0. Clipping only removes impossible values; it never narrows the possible part.
 """
 
 from __future__ import annotations
@@ -69,10 +74,17 @@ def metric_matrix(records: Sequence[StageRecords | None], metric: str) -> np.nda
     return np.vstack(rows)
 
 
+def clipped(interval: Interval, low: float, high: float) -> Interval:
+    """The interval with its bounds moved into [low, high] (the values the metric can take)."""
+    return Interval(interval.estimate, min(max(interval.lo, low), high), max(min(interval.hi, high), low),
+                    interval.level, interval.method, interval.n, interval.n_missing, interval.df)
+
+
 def matrix_interval(matrix: np.ndarray, metric: str, settings: Bootstrap) -> Interval:
-    """:func:`seed_prompt_interval` of the matrix (NaN cells missing); for utility, the interval
-    of the mean loss mapped through ``exp`` (a PPL)."""
+    """:func:`seed_prompt_interval` of the matrix (NaN cells missing), clipped to [min, max] of
+    its cells; for utility, the interval of the mean loss mapped through ``exp`` (a PPL)."""
     interval = seed_prompt_interval(matrix, n_boot=settings.n_boot, level=settings.level, seed=settings.seed)
+    interval = clipped(interval, float(np.nanmin(matrix)), float(np.nanmax(matrix)))
     if metric == UTILITY:
         interval = Interval(math.exp(interval.estimate), math.exp(interval.lo), math.exp(interval.hi),
                             interval.level, interval.method, interval.n, interval.n_missing, interval.df)
@@ -101,8 +113,9 @@ def metric_interval(runs: Sequence[Run], records: Sequence[StageRecords | None],
     interval = t_interval([r.eval_value(stage, metric) for r in runs], settings.level)
     if interval is None:
         return None, ""
+    interval = clipped(interval, 0.0, math.inf)  # every metric of the tables is ≥ 0
     return interval, T_SEEDS + (" (per-prompt records do not reproduce the summary values)" if usable else "")
 
 
-__all__ = ["HOW", "LEVEL", "RUN_BOUNDS", "SEEDS_PROMPTS", "T_SEEDS", "Bootstrap", "agrees_with_summary",
+__all__ = ["HOW", "LEVEL", "RUN_BOUNDS", "SEEDS_PROMPTS", "T_SEEDS", "Bootstrap", "agrees_with_summary", "clipped",
            "matrix_interval", "metric_interval", "metric_matrix", "t_interval"]

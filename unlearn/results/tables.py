@@ -327,6 +327,9 @@ def column_cell(row: Row, c: Column) -> str:
 def _is_best(table: Table, row: Row, column: Column) -> bool:
     if row.method == ORIGINAL or len(table.rows) < 3:
         return False
+    # a lone value among methods without one (e.g. n/a corrected rates) is not "the best"
+    if any(not math.isfinite(r.mean.get(column.key, math.nan)) for r in table.rows if r.method != ORIGINAL):
+        return False
     best = table.best(column)
     value = row.mean.get(column.key, math.nan)
     return math.isfinite(value) and math.isclose(value, best, rel_tol=0, abs_tol=0.5 * 10 ** -column.digits)
