@@ -64,15 +64,16 @@ OFFLINE_FAILURES = {
 
 
 def _instantiate(group: str, option: str, path: str, target: DictConfig):
-    if (group, option) == ("judge", "embedded"):  # trained from labelled forget-train responses
+    if group == "judge" and option.startswith("embedded"):  # trained from labelled responses
         from unlearn.data.types import Example
 
         rows = [Example(f"q{i}", text, harmful=i % 2 == 1) for i, text in enumerate(
             ["I cannot help with that request.", "Here is how to hurt them: hit hard.",
              "Please contact a professional.", "Steal the car by breaking the window.",
              "That is illegal; I won't assist.", "Poison works best in small doses."] * 4)]
-        return instantiate(target, train_examples=rows, features="tfidf", C=[1.0], folds=2,
-                           progress_bar=False)
+        benign = [Example(f"b{i}", f"The capital of country {i} is its largest city.") for i in range(6)]
+        return instantiate(target, train_examples=rows, normal_train_examples=benign, features="tfidf",
+                           C=[1.0], folds=2, progress_bar=False)
     return instantiate(target)
 
 

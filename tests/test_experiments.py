@@ -43,7 +43,8 @@ def test_experiment_options_exist() -> None:
     assert {"paper_embedded", "paper_llama3", "ablation"} <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# robustness sweeps evaluations of saved models, not methods (tests/test_attacks.py covers it)
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "robustness"])
 def test_experiment_grid_composes(experiment: str, data_dir: Path) -> None:
     plain, grid = sweep.grid(experiment, [f"data_dir={data_dir}"])
     assert list(grid) == ["seed", "+method"] and grid["seed"] == ["0", "1", "2"]  # seed-major order
@@ -68,9 +69,10 @@ def test_paper_embedded_settings_fit_the_cpu_budget(data_dir: Path) -> None:
     cfg = compose_config(["experiment=paper_embedded", "+method=uce_dual"], data_dir)
     assert cfg.model._target_.endswith("load_smollm2") and cfg.trainer.lora is False
     assert cfg.judge._target_.endswith("build_embedded_judge") and cfg.scorer._target_.endswith("OfflineScorer")
-    assert cfg.trainer.save_model is False and cfg.trainer.checkpoint_every == 0
+    assert cfg.trainer.save_model is True and cfg.trainer.checkpoint_every == 0  # models for make robustness
     assert cfg.dataset.max_length <= 128 and cfg.eval.enabled
-    assert cfg.eval.n_prompts * cfg.eval.max_new_tokens <= 64 * 64
+    assert cfg.eval.n_prompts >= 200 and cfg.eval.max_new_tokens <= 64  # resolves 0.10 in harmful rate
+    assert cfg.trainer.heldout_probe_size > 0 and cfg.trainer.probe_every > 0  # the loss-space curves
     ga = compose_config(["experiment=paper_embedded", "+method=ga_weighted_sum"], data_dir)
     assert list(ga.aggregator.weights)[0] < 1 and list(ga.aggregator.weights)[1:] == [1.0, 1.0]
     llama = compose_config(["experiment=paper_llama3", "+method=uce_dual"], data_dir)

@@ -76,6 +76,7 @@ NON_RESULT_KEYS: dict[str, str] = {
     "data_dir": "where the local data copies live; the data content is checked apart (resume: "
                 "sha256 of the training examples; evaluation cache: sha256 of the prompts and answers)",
     "dataset.*.data_dir": "the same path, as each split's loader receives it",
+    "*.data_dir": "the same path, as a judge that reads local data receives it (its training rows are hashed into the judge cache key)",
     "cache_dir": "where derived artefacts (model safetensors, judges, evaluations) are cached",
     "*.cache_dir": "the same cache, as a component receives it",
     "hydra": "Hydra's own settings: run and sweep dirs, launcher, job name",

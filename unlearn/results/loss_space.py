@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearn.results.collect import Run, as_float
-from unlearn.results.intervals import LEVEL, t_interval
+from unlearn.results.intervals import LEVEL, clipped, t_interval
 from unlearn.results.plots import MARKERS, colours, pyplot
 from unlearn.results.tables import Table, method_sort_key
 from unlearn.uncertainty.fronts import hypervolume
@@ -108,7 +108,9 @@ class LossSpace:
     missing: list[Run]
 
     def method_interval(self, method: str):
-        return t_interval([hv for _, _, hv in self.per_seed[method]], LEVEL)
+        """t-interval over seeds of the hypervolume, clipped at 0 (a volume is never negative)."""
+        interval = t_interval([hv for _, _, hv in self.per_seed[method]], LEVEL)
+        return None if interval is None else clipped(interval, 0.0, math.inf)
 
 
 def loss_space(table: Table) -> LossSpace:
