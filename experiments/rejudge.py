@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def answers_by_method(sweep: Path) -> tuple[dict[str, dict[int, list[dict]]], list[dict]]:
     """method → seed → the ``after`` records (prompt, answer) in order; and the original's records."""
-    from unlearn.results.collect import collect_runs
-    from unlearn.results.records import GENERATIONS, read_lines, last_block
+    from unlearn.results.collect import collect_runs, read_metrics
+    from unlearn.results.records import GENERATIONS, last_block
 
     runs = [r for r in collect_runs([sweep]) if r.completed]
     if not runs:
@@ -36,7 +36,7 @@ def answers_by_method(sweep: Path) -> tuple[dict[str, dict[int, list[dict]]], li
     out: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     original: list[dict] = []
     for run in runs:
-        lines = read_lines(Path(run.path) / GENERATIONS)
+        lines = read_metrics(Path(run.path) / GENERATIONS)
         out[run.method][int(run.seed or 0)] = last_block(lines, "after")
         original = original or last_block(lines, "before")
     return out, original

@@ -22,7 +22,6 @@ is a hash of the ordered prompt list.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearn.results.collect import Run, as_float
+from unlearn.results.collect import Run, as_float, read_metrics
 
 GENERATIONS = "generations.jsonl"
 PER_PROMPT = {"harmful_rate": "harmful", "toxicity": "toxicity", "obscene": "obscene", "fluency_ppl": "fluency_ppl"}
@@ -61,22 +60,6 @@ def prompt_key(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:12]
 
 
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def last_block(records: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
     """The last contiguous run of records whose ``stage`` is ``stage``."""
     block: list[dict[str, Any]] = []
@@ -99,7 +82,7 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
         path = Path(run_dir) / name
         if not path.is_file():
             continue
-        block = last_block(read_lines(path), stage)
+        block = last_block(read_metrics(path), stage)
         nll, tokens = [], []
         for rec in block:
             n = as_float(rec.get("n_tokens"))
@@ -115,7 +98,7 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
 
 def stage_records(run: Run, stage: str = "after") -> StageRecords | None:
     """The per-prompt values of ``run`` at ``stage``, or None without a generations file/block."""
-    block = last_block(read_lines(Path(run.path) / GENERATIONS), stage)
+    block = last_block(read_metrics(Path(run.path) / GENERATIONS), stage)
     if not block:
         return None
     values = {metric: np.array([as_float(r.get(field_name)) for r in block], dtype=float)
