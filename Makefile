@@ -48,7 +48,7 @@ paper-tables: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep paper_embedded \
 		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
 
-# Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 25
+# Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 15
 # steps, 5 jailbreak templates, int8 and int4 weights) on the original model and on the seed-0
 # models that `make paper-tables` saved under outputs/sweeps/paper_embedded/<method>/seed=0/model/,
 # 2 jobs × 1 thread; then results/robustness/robustness.{md,csv,png}.

@@ -9,6 +9,7 @@ original model on the same examples before and after.
 
     python experiments/tune_paper_embedded.py --lr 3e-5 5e-5 --methods uce_dual --jobs 2
     python experiments/tune_paper_embedded.py --lr 5e-5 --steps 25 40 --methods uce_dual ga_weighted_sum
+    python experiments/tune_paper_embedded.py --pairs 3e-5:25 5e-5:15      # same lr × steps, cheaper
 
 Runs go to outputs/tuning/paper_embedded/<method>/lr<lr>_steps<n>/ and a finished run is not
 redone; ``--jobs 2`` runs two at a time with one torch thread each (the fastest use of 2 cores).
@@ -73,12 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["uce_dual"])
     parser.add_argument("--lr", nargs="+", default=["3e-5", "5e-5"])
     parser.add_argument("--steps", nargs="+", type=int, default=[25])
+    parser.add_argument("--pairs", nargs="+", default=None, metavar="LR:STEPS",
+                        help="(lr, steps) pairs instead of the --lr × --steps grid, e.g. 3e-5:25 5e-5:15")
     parser.add_argument("--prompts", type=int, default=32, help="training prompts generated per run")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "outputs" / "tuning" / "paper_embedded"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
-    grid = list(itertools.product(args.methods, args.lr, args.steps))
+    pairs = ([(lr, int(steps)) for lr, steps in (p.split(":") for p in args.pairs)] if args.pairs
+             else list(itertools.product(args.lr, args.steps)))
+    grid = [(method, lr, steps) for method in args.methods for lr, steps in pairs]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         dirs = list(pool.map(lambda g: run_one(*g, args), grid))
     print("| method | setting | " + " | ".join(c[0] for c in COLUMNS) + " |")

@@ -133,7 +133,7 @@ def test_rebound_is_the_paired_difference_on_the_same_prompts():
 def test_attack_options_build_by_name():
     attacks = build_attacks(["relearn", "jailbreak", "quant_int8", "quant_int4"])
     assert [a.name for a in attacks] == ["relearn", "jailbreak", "quant_int8", "quant_int4"]
-    assert attacks[0].steps == [5, 25]
+    assert attacks[0].steps == [5, 15]
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -238,7 +238,11 @@ def test_robustness_experiment_evaluates_like_paper_embedded():
     methods = set(paper.hydra.sweeper.params["+method"].split(","))
     swept = set(robust.hydra.sweeper.params["robustness.method"].split(","))
     assert methods == set(robust.robustness.paths) == swept - {"original"}
-    build_attacks(robust.eval.attacks)
+    attacks = {a.name: a for a in build_attacks(robust.eval.attacks)}
+    # relearning gets the unlearning's budget: its last k, lr and batch are paper_embedded's
+    relearn = attacks["relearn"]
+    assert relearn.steps[-1] == paper.trainer.max_steps and relearn.lr == paper.trainer.optimizer.lr
+    assert relearn.batch_size == paper.trainer.forget_batch_size
 
 
 def test_stage_runs_the_attacks_before_and_after(make_config, cache_dir: Path, tmp_path: Path):

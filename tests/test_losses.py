@@ -109,3 +109,18 @@ def test_kl_to_reference_value_and_zero_gradient_at_reference() -> None:
     value.backward()
     assert value.item() == pytest.approx(0.0, abs=1e-7)
     assert same.grad.abs().max() < 1e-6
+
+
+def test_answer_nll_sums_matches_sequence_logprob_on_padded_rows() -> None:
+    from unlearn.losses.tokens import answer_nll_sums, sequence_logprob
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=g)
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[0, :3] = IGNORE_INDEX            # prompt
+    labels[1, :6] = IGNORE_INDEX            # one answer token
+    labels[2, :] = IGNORE_INDEX             # no answer token: 0 NLL over 0 tokens
+    nll, counts = answer_nll_sums(logits, labels)
+    assert counts.tolist() == [4, 1, 0]
+    torch.testing.assert_close(nll, -sequence_logprob(logits, labels))
+    assert nll[2].item() == 0.0

@@ -25,11 +25,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from unlearn.data.formatting import collate, encode_example
-from unlearn.losses.tokens import IGNORE_INDEX
+from unlearn.losses.tokens import IGNORE_INDEX, answer_nll_sums
 from unlearn.uncertainty import Interval, mean_interval, ratio_interval
 
 LogitsFn = Callable[..., torch.Tensor]
@@ -65,10 +64,7 @@ def answer_nll(
         idx = order[s : s + batch_size]
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad).items()}
         logits = logits_fn(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).float()
-        labels = batch["labels"][:, 1:]
-        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
-                              reduction="none").sum(dim=1)
-        counts = (labels != IGNORE_INDEX).sum(dim=1)
+        nll, counts = answer_nll_sums(logits, batch["labels"])
         for row, i in enumerate(idx):
             out[i] = (float(nll[row]), int(counts[row]))
     return out
