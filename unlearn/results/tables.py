@@ -283,7 +283,8 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     times = [as_float(r.summary.get("wall_time_s")) for r in completed if r.completed]
     times = [t for t in times if math.isfinite(t)]
     if times:
-        notes["wall time per run (s)"] = f"{statistics.fmean(times):.0f} mean, {sum(times) / 60:.1f} min in all"
+        notes["wall time per run (s)"] = (f"{statistics.fmean(times):.0f} mean, {sum(times) / 60:.1f} min summed over "
+                                          "runs (not the sweep's wall time when jobs ran in parallel)")
     mtimes = [(r.path / "summary.json").stat().st_mtime for r in completed
               if (r.path / "summary.json").is_file()]
     if mtimes:
