@@ -10,8 +10,9 @@ For the original model and every ``<sweep>/<method>/seed=<s>/model`` (saved by p
 the utility is the corpus loss Σ NLL / Σ tokens of ``answer_0`` given ``question`` (the same
 :func:`unlearn.evaluation.perplexity.answer_nll` and template as the TruthfulQA utility), over the
 first ``--n`` TEST rows, with a bootstrap interval over questions. Then per method, the paired
-difference from ``--reference`` of the per-question loss per token averaged over seeds (bootstrap
-over questions), and the method order by FreshQA and by the TruthfulQA ``eval/after/utility_loss``.
+difference from ``--reference`` of the per-question loss per token over both methods' seeds
+(:func:`unlearn.uncertainty.paired_difference`, as in the paper tables), and the method order by
+FreshQA and by the TruthfulQA ``eval/after/utility_loss``.
 
     python experiments/freshqa_utility.py outputs/sweeps/paper_embedded --n 150
 """
@@ -64,15 +65,6 @@ def read_freshqa(path: Path, n: int) -> list[tuple[str, str]]:
     return pairs[:n]
 
 
-def bootstrap_mean(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    import numpy as np
-
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="*", default=[str(REPO / "outputs" / "sweeps" / "paper_embedded")])
@@ -83,12 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "freshqa_utility.json")
     args = parser.parse_args(argv)
 
+    import numpy as np
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from unlearn.evaluation.perplexity import answer_nll, model_logits_fn, utility_intervals
     from unlearn.models.pretrained import load_pretrained
+    from unlearn.uncertainty import paired_difference
 
     torch.set_num_threads(args.threads)
     pairs = read_freshqa(args.csv or freshqa_csv(), args.n)
@@ -122,20 +116,19 @@ def main(argv: list[str] | None = None) -> None:
         if name != "original":
             by_method[name.split("/")[0]].append(name)
 
-    def seed_mean(method: str) -> list[float]:
-        runs = [results[r]["per_question"] for r in by_method[method]]
-        return [statistics.fmean(v) for v in zip(*runs)]
+    def grid(method: str) -> np.ndarray:
+        """seeds × questions: each run's per-question loss per token."""
+        return np.array([results[r]["per_question"] for r in by_method[method]])
 
-    print(f"\n{len(pairs)} FreshQA TEST questions; per-question loss per token averaged over seeds; "
-          f"difference from {args.reference}, 95 % bootstrap over questions")
-    ref = seed_mean(args.reference) if args.reference in by_method else None
+    print(f"\n{len(pairs)} FreshQA TEST questions; per-question loss per token; difference from "
+          f"{args.reference} paired over questions with both methods' seeds (95 %)")
     for method in sorted(by_method, key=lambda m: statistics.fmean(results[r]["loss"] for r in by_method[m])):
         fresh = statistics.fmean(results[r]["loss"] for r in by_method[method])
         tqa = [results[r]["truthfulqa_loss"] for r in by_method[method] if results[r]["truthfulqa_loss"] is not None]
         line = f"{method:20s} FreshQA {fresh:.3f}  TruthfulQA {statistics.fmean(tqa):.3f}" if tqa else f"{method:20s} FreshQA {fresh:.3f}"
-        if ref is not None and method != args.reference:
-            d, lo, hi = bootstrap_mean([a - b for a, b in zip(seed_mean(method), ref)])
-            line += f"  − {args.reference}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        if args.reference in by_method and method != args.reference:
+            d = paired_difference(grid(method), grid(args.reference))
+            line += f"  − {args.reference}: {d.estimate:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"
         print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results))
