@@ -51,7 +51,7 @@ def build(model_name: str, data_dir: str, batch: int, length: int, lr: float):
     from unlearn.aggregators import MGDA, DualSpace, WeightedSum
     from unlearn.data.pku_saferlhf import forget_examples
     from unlearn.data.stream import BatchStream
-    from unlearn.training.objectives import ThreeObjectives
+    from unlearn.training.objectives import Objectives
     from unlearn.training.optimizers import MetricAdam
     from unlearn.training.reference import frozen_copy_reference
     from unlearn.training.trainer import UnlearningTrainer
@@ -81,9 +81,9 @@ def build(model_name: str, data_dir: str, batch: int, length: int, lr: float):
 
     trainer = UnlearningTrainer(
         model=model, params=params,
-        objectives=ThreeObjectives(model, params, instantiate(cfg.loss), frozen_copy_reference(model)),
+        objectives=Objectives.mollm(model, params, instantiate(cfg.loss), frozen_copy_reference(model)),
         aggregator=aggregators["dual"], optimizer=torch.optim.AdamW(params, lr=lr),
-        forget_stream=streams[0], normal_stream=streams[1], tracker=NullTracker(),
+        streams={"forget": streams[0], "normal": streams[1]}, tracker=NullTracker(),
         max_steps=10**9, progress_bar=False,
     )
     n_params = sum(p.numel() for p in params)

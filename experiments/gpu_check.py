@@ -99,7 +99,7 @@ def build(shape: str, device: str, seed: int = 0):
 
 def trainer_for(model, reference, aggregator, optimizer_name, lr, vocab, batch, length, steps, device):
     from unlearn.losses import UCE
-    from unlearn.training.objectives import ThreeObjectives
+    from unlearn.training.objectives import Objectives
     from unlearn.training.optimizers import MetricAdam
     from unlearn.training.trainer import UnlearningTrainer
 
@@ -108,10 +108,10 @@ def trainer_for(model, reference, aggregator, optimizer_name, lr, vocab, batch, 
                  "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
                  "metric_adam": lambda: MetricAdam(params, lr=lr)}[optimizer_name]()
     return UnlearningTrainer(
-        model=model, params=params, objectives=ThreeObjectives(model, params, UCE(), reference),
+        model=model, params=params, objectives=Objectives.mollm(model, params, UCE(), reference),
         aggregator=aggregator, optimizer=optimizer,
-        forget_stream=RandomBatches(vocab, batch, length, 1, device),
-        normal_stream=RandomBatches(vocab, batch, length, 2, device), tracker=Quiet(),
+        streams={"forget": RandomBatches(vocab, batch, length, 1, device),
+                 "normal": RandomBatches(vocab, batch, length, 2, device)}, tracker=Quiet(),
         max_steps=steps, progress_bar=False,
         aggregation_metric="preconditioned" if optimizer_name == "metric_adam" else "euclidean",
     )
@@ -132,7 +132,7 @@ def check_shape(shape: str, device: str, steps: int, rounds: int) -> list[dict]:
 
     # 1. the KL gradient at the reference is exactly zero
     probe = trainer_for(model, reference, DualSpace(), "adamw", 1e-5, vocab, batch, length, 1, device)
-    values = probe.objectives.losses_and_grads(probe._batch(probe.forget_stream), probe._batch(probe.normal_stream))
+    values = probe.objectives.losses_and_grads(probe._batches())
     g_kl = values.grads[OBJECTIVES.index("kl")]
     out.append({"shape": shape, "check": "kl_gradient_at_step_0", "loss_kl": values.losses["kl"],
                 "nonzero_entries": int(sum(int(torch.count_nonzero(g)) for g in g_kl))})

@@ -28,7 +28,7 @@ from unlearn.losses import UCE
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync
 from unlearn.training.gramian import accumulate_gramian, combine_into_grad
-from unlearn.training.objectives import OBJECTIVES, ThreeObjectives
+from unlearn.training.objectives import OBJECTIVES, Objectives
 from unlearn.training.reference import frozen_copy_reference
 from unlearn.training.trainer import UnlearningTrainer
 from unlearn.tracking import NullTracker
@@ -109,10 +109,10 @@ def run_scenario(loaded, initial, rank: int, aggregator: str, steps: int, track:
     sync, tracker, after = RecordingSync(), ListTracker(), []
     trainer = UnlearningTrainer(
         model=model, params=params,
-        objectives=ThreeObjectives(model, params, NaNOnce() if rank == nan_rank else UCE(),
+        objectives=Objectives.mollm(model, params, NaNOnce() if rank == nan_rank else UCE(),
                                    reference),
         aggregator=AGGREGATORS[aggregator](), optimizer=torch.optim.AdamW(params, lr=LR),
-        forget_stream=stream(FORGET, 0), normal_stream=stream(NORMAL, 1), tracker=tracker,
+        streams={"forget": stream(FORGET, 0), "normal": stream(NORMAL, 1)}, tracker=tracker,
         max_steps=steps, grad_accum_steps=accum, progress_bar=False, track_gradients=track,
         sync=sync,
         on_step_end=lambda step: after.append([p.detach().clone() for p in params]),

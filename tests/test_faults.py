@@ -21,7 +21,7 @@ from unlearn.losses import UCE
 from unlearn.models.tiny import build_tiny_random
 from unlearn.tracking import Tracker
 from unlearn.training import trainer as trainer_module
-from unlearn.training.objectives import ThreeObjectives
+from unlearn.training.objectives import Objectives
 from unlearn.training.reference import frozen_copy_reference
 from unlearn.training.trainer import TooManySkippedSteps, UnlearningTrainer
 
@@ -81,9 +81,9 @@ def make_trainer(loaded, run_dir: Path, loss=None, aggregator=None, max_steps=4,
     optimizer = CountingAdamW(params, lr=1e-3)
     return UnlearningTrainer(
         model=model, params=params,
-        objectives=ThreeObjectives(model, params, loss or UCE(), frozen_copy_reference(model)),
+        objectives=Objectives.mollm(model, params, loss or UCE(), frozen_copy_reference(model)),
         aggregator=aggregator or DualSpace(), optimizer=optimizer,
-        forget_stream=stream(0), normal_stream=stream(1), tracker=Tracker(run_dir),
+        streams={"forget": stream(0), "normal": stream(1)}, tracker=Tracker(run_dir),
         max_steps=max_steps, max_consecutive_skips=max_skips, progress_bar=False, **kw,
     )
 

@@ -20,7 +20,7 @@ from unlearn.experiment import apply_lora, run_experiment
 from unlearn.losses import kl_to_reference
 from unlearn.losses.tokens import IGNORE_INDEX
 from unlearn.training.gramian import accumulate_gramian, accumulate_gramians, combine_into_grad
-from unlearn.training.objectives import OBJECTIVES, ThreeObjectives
+from unlearn.training.objectives import OBJECTIVES, Objectives
 from unlearn.training.optimizers import MetricAdam
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 
@@ -75,11 +75,11 @@ def _kl_gradient(make_config, lora: bool) -> list[torch.Tensor]:
         reference = frozen_copy_reference(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    objectives = ThreeObjectives(model, params, instantiate(cfg.loss), reference)
+    objectives = Objectives.mollm(model, params, instantiate(cfg.loss), reference)
     normal = instantiate(cfg.dataset.normal).train
     stream = BatchStream(normal, loaded.tokenizer, 2, 64, "auto", 0)
     forget = BatchStream(normal, loaded.tokenizer, 2, 64, "auto", 1)
-    values = objectives.losses_and_grads(forget.next_batch(), stream.next_batch())
+    values = objectives.losses_and_grads({"forget": forget.next_batch(), "normal": stream.next_batch()})
     assert values.losses["kl"] == 0.0
     return values.grads[OBJECTIVES.index("kl")]
 
@@ -229,19 +229,19 @@ def test_metric_adam_refuses_weight_decay() -> None:
 
 
 def test_public_losses_entry_matches_the_training_losses(make_config) -> None:
-    """The probe, the one-backward path and the trainer share ThreeObjectives.losses."""
+    """The probe, the one-backward path and the trainer share Objectives.losses."""
     from hydra.utils import instantiate
 
     from unlearn.data.stream import BatchStream
 
     cfg = make_config(*TINY)
     loaded = instantiate(cfg.model)
-    objectives = ThreeObjectives(loaded.model, list(loaded.model.parameters()), instantiate(cfg.loss),
+    objectives = Objectives.mollm(loaded.model, list(loaded.model.parameters()), instantiate(cfg.loss),
                                  frozen_copy_reference(loaded.model))
     normal = instantiate(cfg.dataset.normal).train
     f, n = (BatchStream(normal, loaded.tokenizer, 2, 64, "auto", s).next_batch() for s in (3, 4))
-    values = objectives.losses(f, n)
-    trained = objectives.losses_and_grads(f, n).losses
+    values = objectives.losses({"forget": f, "normal": n})
+    trained = objectives.losses_and_grads({"forget": f, "normal": n}).losses
     for name in OBJECTIVES:
         assert values[name] == pytest.approx(trained[name], rel=1e-6, abs=1e-9)
     assert values["forget_nll"] > 0

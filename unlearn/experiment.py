@@ -31,15 +31,16 @@ from unlearn.checkpoint import (
     run_fingerprint,
     select_resume_checkpoint,
 )
-from unlearn.config_check import resume_flag, validate_config
+from unlearn.config_check import ConfigError, resume_flag, validate_config
 from unlearn.data.pku_saferlhf import forget_examples
+from unlearn.data.sources import source
 from unlearn.data.stream import BatchStream
 from unlearn.errors import UnlearnError
 from unlearn.evaluation.stage import EvaluationStage
 from unlearn.identity import method_label, settings_fingerprint
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync, Ranks
-from unlearn.training.objectives import ThreeObjectives
+from unlearn.training.objectives import Objective, Objectives, mollm_objectives
 from unlearn.training.probe import LossProbe, ProbeSet
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
@@ -86,8 +87,7 @@ def apply_lora(model: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
 PROBE_PREFIXES = ("probe/", "heldout/")
 
 
-def build_probes(objectives: ThreeObjectives, streams: dict[str, BatchStream], forget_split, normal_split,
-                 tokenizer, cfg: DictConfig) -> ProbeSet:
+def build_probes(objectives: Objectives, forget_split, normal_split, tokenizer, cfg: DictConfig) -> ProbeSet:
     """``probe/*`` on fixed training examples (unless ``trainer.probe_size=0``) and, unless
     ``trainer.heldout_probe_size=0``, ``heldout/*`` on fixed eval-split examples (unsafe answers to held-out prompts, held-out
     normal answers); both at the training batch size and max length."""
@@ -96,13 +96,27 @@ def build_probes(objectives: ThreeObjectives, streams: dict[str, BatchStream], f
                  template=cfg.dataset.template)
     probes = []
     if int(t.get("probe_size", 16)):
-        probes.append(LossProbe(objectives, streams["forget"].examples, streams["normal"].examples, tokenizer,
+        probes.append(LossProbe(objectives, forget_examples(forget_split.train), normal_split.train, tokenizer,
                                 size=int(t.get("probe_size", 16)), **shape))
     heldout_size = int(t.get("heldout_probe_size", 0))
     if heldout_size:
         probes.append(LossProbe(objectives, forget_examples(forget_split.eval), normal_split.eval, tokenizer,
                                 size=heldout_size, prefix="heldout", **shape))
     return ProbeSet(probes)
+
+
+def build_objectives(cfg: DictConfig) -> list[Objective]:
+    """The ``objectives`` group's entries, in order (``name: {loss, data}``); MOLLM's three with
+    ``cfg.loss`` when the config has no ``objectives`` (configs composed before the group existed)."""
+    if cfg.get("objectives") is None:
+        return mollm_objectives(build(cfg.loss))
+    out = []
+    for name, entry in cfg.objectives.items():
+        if not isinstance(entry, DictConfig) or "loss" not in entry or "data" not in entry:
+            raise ConfigError(f"objectives.{name} must be a mapping with `loss` (a _target_ node) and "
+                              "`data` (a source of unlearn/data/sources.py); see conf/objectives/mollm.yaml")
+        out.append(Objective(str(name), build(entry.loss), str(entry.data)))
+    return out
 
 
 def run_label(cfg: DictConfig) -> str:
@@ -169,18 +183,18 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
 
         scheduler = get_scheduler(t.lr_scheduler, optimizer, t.warmup_steps, max(1, t.max_steps))
         shard = dict(rank=ranks.rank, num_shards=ranks.world_size)  # batch sizes are per rank
-        streams = {
-            "forget": BatchStream(forget_examples(forget_split.train), loaded.tokenizer,
-                                  t.forget_batch_size, cfg.dataset.max_length, cfg.dataset.template,
-                                  cfg.seed, **shard),
-            "normal": BatchStream(normal_split.train, loaded.tokenizer, t.normal_batch_size,
-                                  cfg.dataset.max_length, cfg.dataset.template, cfg.seed + 1,
-                                  **shard),
-        }
+        objective_list = build_objectives(cfg)
+        streams = {}
+        for name in dict.fromkeys(o.data for o in objective_list):
+            src = source(name)
+            streams[name] = BatchStream(src.examples(forget_split, normal_split, cfg.seed), loaded.tokenizer,
+                                        int(t[src.batch_size_key]), cfg.dataset.max_length,
+                                        cfg.dataset.template, cfg.seed + src.seed_offset, **shard)
         summary.update(
             model=loaded.name,
             trainable_params=sum(p.numel() for p in params),
-            data={"forget_train": len(streams["forget"].examples),
+            objectives=[o.name for o in objective_list],
+            data={"forget_train": len(forget_examples(forget_split.train)),
                   "forget_eval_prompts": len({e.prompt for e in forget_split.eval}),
                   "normal_train": len(normal_split.train), "normal_eval": len(normal_split.eval)},
         )
@@ -202,15 +216,15 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
             tracker = Tracker(run_dir, wandb_sink)
         else:
             tracker = NullTracker()
-        objectives = ThreeObjectives(model, params, instantiate(cfg.loss), reference)
+        objectives = Objectives(model, params, objective_list, reference)
         probe_every = int(t.get("probe_every", 0))
-        probe = build_probes(objectives, streams, forget_split, normal_split, loaded.tokenizer, cfg) \
+        probe = build_probes(objectives, forget_split, normal_split, loaded.tokenizer, cfg) \
             if probe_every else None
         probe = probe if probe is None or probe.probes else None
         trainer = UnlearningTrainer(
             model=model, params=params, objectives=objectives,
             aggregator=instantiate(cfg.aggregator), optimizer=optimizer,
-            forget_stream=streams["forget"], normal_stream=streams["normal"], tracker=tracker,
+            streams=streams, tracker=tracker,
             max_steps=t.max_steps, scheduler=scheduler, grad_accum_steps=t.grad_accum_steps,
             max_grad_norm=t.max_grad_norm, max_consecutive_skips=t.max_consecutive_skips,
             progress_bar=t.progress_bar and main, track_gradients=t.track_gradients,

@@ -4,10 +4,13 @@ torch-free place used by runs, resume, sweeps, the evaluation cache and the tabl
 **Label**::
 
     <loss>+<aggregator>[<optimizer>,<aggregation metric>]
+    <loss>,<objective>,…+<aggregator>[…]      (objectives other than MOLLM's forget, kl, retain)
 
 * loss and aggregator: the ``_target_`` class names, lowercased, with the few short names below
   (``GradientAscent`` → ``ga``, ``DualSpace`` → ``dual``, ``WeightedSum`` → ``weighted_sum``);
   ``uce_bounded`` for ``loss.bounded=true``;
+* objectives: when the ``objectives`` list is not MOLLM's (``forget``, ``kl``, ``retain``), its
+  names in order, ``forget`` written as the loss: Yao et al.'s ``ga,mismatch,kl+weighted_sum``;
 * the bracket appears only when the update rule differs from the default (AdamW, Euclidean
   aggregation): ``uce+dual[sgd]``, ``uce+dual[metricadam,preconditioned]``. Runs that differ only
   in the optimizer therefore never share a table row.
@@ -37,6 +40,7 @@ from typing import Any
 SHORT_NAMES = {"gradientascent": "ga", "dualspace": "dual", "weightedsum": "weighted_sum"}
 DEFAULT_OPTIMIZER = "adamw"
 DEFAULT_METRIC = "euclidean"
+DEFAULT_OBJECTIVES = ("forget", "kl", "retain")  # MOLLM's: unlearn.training.objectives.OBJECTIVES
 
 
 def _class_name(node: Any) -> str:
@@ -51,6 +55,10 @@ def method_label(config: Mapping[str, Any]) -> str:
     loss = _class_name(loss_node)
     if isinstance(loss_node, Mapping) and loss_node.get("bounded"):
         loss += "_bounded"
+    objectives = config.get("objectives")
+    names = tuple(objectives) if isinstance(objectives, Mapping) else DEFAULT_OBJECTIVES
+    if names != DEFAULT_OBJECTIVES:
+        loss = ",".join(loss if n == "forget" else n for n in names)
     label = f"{loss}+{_class_name(config.get('aggregator'))}"
     trainer = config.get("trainer") if isinstance(config.get("trainer"), Mapping) else {}
     update = []

@@ -56,3 +56,28 @@ def kl_to_reference(
 def retain_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logp, mask = answer_token_logprobs(logits, labels)
     return -masked_mean(logp, mask)
+
+
+class KLToReference:
+    """``L_KL`` as a configured objective loss (:func:`kl_to_reference`); needs the reference."""
+
+    name = "kl"
+    needs_reference = True
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor,
+                 ref_logits: torch.Tensor | None = None) -> torch.Tensor:
+        if ref_logits is None:
+            raise ValueError("the KL objective needs the reference model's logits")
+        return kl_to_reference(logits, ref_logits, labels)
+
+
+class AnswerCrossEntropy:
+    """``-mean_t log p_θ(y_t | x, y_<t)`` as a configured objective loss: the retain loss on
+    normal data, and Yao et al.'s random-mismatch term on (harmful prompt, normal answer) pairs."""
+
+    name = "nll"
+    needs_reference = False
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor,
+                 ref_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return retain_cross_entropy(logits, labels)

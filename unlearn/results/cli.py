@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn.results.collect import OBJECTIVES, collect_runs, group_by_experiment
+from unlearn.results.collect import collect_runs, group_by_experiment, objective_names
 from unlearn.results.comparisons import REFERENCE, write_comparisons
 from unlearn.results.intervals import Bootstrap
 from unlearn.results.loss_space import write_loss_space
@@ -95,10 +95,11 @@ def write_descent_csv(table: Table, path: Path, tol: float) -> Path:
     """One row per aggregator and quantity: ``descent`` (g_i·d) and ``descent_update`` (g_i·u)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["aggregator", "quantity", "steps", "any", *OBJECTIVES])
+        names = objective_names(table.runs)
+        writer.writerow(["aggregator", "quantity", "steps", "any", *names])
         for quantity in QUANTITIES:
             for agg, s in sorted(descent_violations(table.runs, tol, quantity).items()):
-                writer.writerow([agg, quantity, s["steps"], *(s[k] for k in ("any", *OBJECTIVES))])
+                writer.writerow([agg, quantity, s["steps"], *(s[k] for k in ("any", *names))])
     return path
 
 

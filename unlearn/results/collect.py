@@ -28,7 +28,7 @@ from unlearn.identity import method_label
 
 COMPLETED, FAILED, UNFINISHED, EXCLUDED = "completed", "failed", "unfinished", "excluded"
 SKIP_DIRS = {"wandb", "checkpoints", "model", "__pycache__"}
-OBJECTIVES = ("forget", "kl", "retain")
+OBJECTIVES = ("forget", "kl", "retain")  # MOLLM's (identity.DEFAULT_OBJECTIVES): runs older than the list
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
                "-infinity": -math.inf}
 
@@ -239,8 +239,19 @@ def metric_series(run: Run, key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
+def run_objectives(run: Run) -> tuple[str, ...]:
+    """The run's objectives in order (``summary.json``'s ``objectives``; MOLLM's for older runs)."""
+    names = run.summary.get("objectives")
+    return tuple(str(n) for n in names) if isinstance(names, list) and names else OBJECTIVES
+
+
+def objective_names(runs: Sequence[Run]) -> tuple[str, ...]:
+    """Every objective of ``runs``, in order of first appearance (MOLLM's when there is no run)."""
+    return tuple(dict.fromkeys(n for r in runs for n in run_objectives(r))) or OBJECTIVES
+
+
 __all__ = [
-    "COMPLETED", "FAILED", "OBJECTIVES", "UNFINISHED", "Run", "as_float", "collect_runs",
+    "COMPLETED", "FAILED", "OBJECTIVES", "objective_names", "run_objectives", "UNFINISHED", "Run", "as_float", "collect_runs",
     "find_run_dirs", "group_by_experiment", "load_run", "method_from_config", "metric_series",
     "read_metrics",
 ]

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn.results.collect import OBJECTIVES, Run, as_float, metric_series
+from unlearn.results.collect import Run, as_float, metric_series, objective_names, run_objectives
 from unlearn.results.tables import COLUMNS, ORIGINAL, Row, Table, method_sort_key
 from unlearn.uncertainty.fronts import pareto_mask
 
@@ -140,11 +140,12 @@ def losses_plot(table: Table, path: Path) -> Path | None:
     if not methods:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(len(methods), len(OBJECTIVES), figsize=(10, 2.2 * len(methods) + 0.6),
+    names = objective_names(runs)
+    fig, axes = plt.subplots(len(methods), len(names), figsize=(10 * len(names) / 3, 2.2 * len(methods) + 0.6),
                              squeeze=False, sharex=True)
     col = colours(methods)
     for i, m in enumerate(methods):
-        for j, obj in enumerate(OBJECTIVES):
+        for j, obj in enumerate(names):
             ax = axes[i][j]
             for r in (r for r in runs if r.method == m):
                 steps, values = metric_series(r, f"loss/{obj}")
@@ -188,22 +189,25 @@ def descent_violations(runs: Sequence[Run], tol: float = DESCENT_TOL,
     counts: dict[str, dict[str, float]] = {}
     for run in runs:
         agg = run.aggregator
-        c = counts.setdefault(agg, {"steps": 0, "any": 0, **{o: 0 for o in OBJECTIVES}})
+        c = counts.setdefault(agg, {"steps": 0, "any": 0})
+        names = run_objectives(run)
         for rec in run.metrics:
-            if rec.get("skipped") or not all(f"{quantity}/{o}" in rec for o in OBJECTIVES):
+            if rec.get("skipped") or not all(f"{quantity}/{o}" in rec for o in names):
                 continue
             x_norm = as_float(rec.get(norm_key, 0.0))
             bad = []
-            for o in OBJECTIVES:
+            for o in names:
                 g = as_float(rec.get(f"grad_norm/{o}", 0.0))
                 limit = -tol * (g * x_norm if math.isfinite(g * x_norm) else 0.0)
                 bad.append(as_float(rec[f"{quantity}/{o}"]) < limit)
             c["steps"] += 1
             c["any"] += any(bad)
-            for o, b in zip(OBJECTIVES, bad, strict=True):
-                c[o] += b
-    return {agg: {"steps": c["steps"], **{k: (c[k] / c["steps"] if c["steps"] else math.nan)
-                                          for k in ("any", *OBJECTIVES)}}
+            for o, b in zip(names, bad, strict=True):
+                c[o] = c.get(o, 0) + b
+                c[f"steps/{o}"] = c.get(f"steps/{o}", 0) + 1
+    every = objective_names(runs)
+    return {agg: {"steps": c["steps"], "any": c["any"] / c["steps"] if c["steps"] else math.nan,
+                  **{o: c[o] / c[f"steps/{o}"] if c.get(f"steps/{o}") else math.nan for o in every}}
             for agg, c in counts.items()}
 
 
@@ -216,7 +220,7 @@ def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | N
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.0), squeeze=False)
-    groups = ("any", *OBJECTIVES)
+    groups = ("any", *objective_names(table.runs))
     width = 0.8 / len(groups)
     for ax, (quantity, shares) in zip(axes[0], panels):
         aggs = sorted((a for a in shares if shares[a]["steps"]), key=lambda a: method_sort_key(f"~+{a}"))

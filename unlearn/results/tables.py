@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from unlearn.results.collect import EXCLUDED, OBJECTIVES, Run, as_float
+from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names
 from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
 from unlearn.results.records import StageRecords, majority_key, stage_records
 
 ORIGINAL = "original"
 # Rows in this order first (the methods), any other method after them, sorted.
-METHOD_ORDER = ("ga+weighted_sum", "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum")
+METHOD_ORDER = ("ga+weighted_sum", "ga,mismatch,kl+weighted_sum", "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum")
 LOSS_ORDER = ("ga", "uce", "uce_bounded", "npo")
 AGGREGATOR_ORDER = ("weighted_sum", "mgda", "dual")
 HIGHLIGHT = {"uce+dual": "MOLLM"}
@@ -431,14 +431,15 @@ def runs_to_csv(runs: Sequence[Run]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = metric_names()
+    objectives = objective_names(runs)
     writer.writerow(["experiment", "method", "seed", "status", "path", "steps", "wall_time_s",
-                     *(f"after/{k}" for k in names), *(f"final/loss/{o}" for o in OBJECTIVES), "error"])
+                     *(f"after/{k}" for k in names), *(f"final/loss/{o}" for o in objectives), "error"])
     for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
         s = r.summary
         writer.writerow([r.experiment, r.method, "" if r.seed is None else r.seed, r.status, str(r.path),
                          s.get("steps", ""), _num(s.get("wall_time_s")),
                          *(_num(s.get(f"eval/after/{k}")) for k in names),
-                         *(_num(s.get(f"final/loss/{o}")) for o in OBJECTIVES),
+                         *(_num(s.get(f"final/loss/{o}")) for o in objectives),
                          (r.error or "").splitlines()[0] if r.error and not r.completed else ""])
     return out.getvalue()
 
@@ -449,7 +450,7 @@ def steps_to_csv(runs: Sequence[Run]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     keys = [f"{k}/{o}" for k in ("loss", "descent", "descent_update", "grad_norm", "weight")
-            for o in OBJECTIVES]
+            for o in objective_names(runs)]
     extra = ["direction_norm", "update_norm", "cos/direction_update"]
     writer.writerow(["method", "seed", "status", "step", "skipped", *keys, *extra])
     for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):

@@ -1,13 +1,15 @@
 """Losses on fixed batches: a learning curve that is not batch-to-batch noise.
 
 ``loss/*`` in ``metrics.jsonl`` is measured on each step's own batch, so with batches of 4 it
-jumps by more than unlearning moves it. The probe evaluates the three objectives, under
-``torch.no_grad``, on the same ``size`` forget-train and normal-train examples every time:
+jumps by more than unlearning moves it. The probe evaluates, under ``torch.no_grad``, on the same
+``size`` forget-train and normal-train examples every time, the fixed measures (the same for
+every method, so runs with different objective lists stay comparable) and the run's objectives
+on those two sources (:meth:`~unlearn.training.objectives.Objectives.losses`):
 
-    probe/forget  = L_fgt on the fixed forget examples   (UCE, GA or NPO: the run's forget loss)
     probe/forget_nll = -mean_t log p_θ(y_t) of the harmful answers (comparable across losses)
     probe/kl      = KL(p_ref ‖ p_θ) on the fixed normal examples
     probe/retain  = cross-entropy on the fixed normal examples
+    probe/<name>  = each objective on forget or normal data (MOLLM: probe/forget = L_fgt)
 
 Each value is the mean over batches of ``batch_size`` rows (the training batch size, so the
 probe needs no more memory than a step).
@@ -29,13 +31,13 @@ import torch
 
 from unlearn.data.stream import BatchStream
 from unlearn.data.types import Example
-from unlearn.training.objectives import ThreeObjectives
+from unlearn.training.objectives import Objectives
 
 
 class LossProbe:
     def __init__(
         self,
-        objectives: ThreeObjectives,
+        objectives: Objectives,
         forget: Sequence[Example],
         normal: Sequence[Example],
         tokenizer,
@@ -64,9 +66,9 @@ class LossProbe:
         obj.model.eval()
         sums: dict[str, float] = {}
         try:
-            for role, batches in (("forget_batch", self.forget), ("normal_batch", self.normal)):
+            for data, batches in (("forget", self.forget), ("normal", self.normal)):
                 for batch in batches:
-                    values = obj.losses(**{role: {k: v.to(device) for k, v in batch.items()}})
+                    values = obj.losses({data: {k: v.to(device) for k, v in batch.items()}})
                     for key, value in values.items():
                         sums[key] = sums.get(key, 0.0) + value / len(batches)
         finally:

@@ -1,7 +1,8 @@
 """The MOLLM training loop. One optimizer step:
 
-1. per-objective gradients g_forget, g_kl, g_retain (summed over ``grad_accum_steps``
-   micro-batches, then averaged);
+1. per-objective gradients g_1 … g_m of the configured objectives (MOLLM: g_forget, g_kl,
+   g_retain), each on a batch of its data source, summed over ``grad_accum_steps`` micro-batches,
+   then averaged;
 2. the m×m Gramian K in float64;
 3. the aggregator's weights w = A(K);
 4. ``p.grad ← Σ_i w_i g_i`` and an optimizer step.
@@ -62,7 +63,7 @@ from unlearn.training.gramian import (
     combine_into_grad,
     cosines,
 )
-from unlearn.training.objectives import OBJECTIVES, ThreeObjectives, weighted_backward
+from unlearn.training.objectives import Objectives, weighted_backward
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.tracking import Tracker
 
@@ -90,11 +91,10 @@ class UnlearningTrainer:
         self,
         model: torch.nn.Module,
         params: Sequence[torch.Tensor],
-        objectives: ThreeObjectives,
+        objectives: Objectives,
         aggregator: Aggregator,
         optimizer: torch.optim.Optimizer,
-        forget_stream: BatchStream,
-        normal_stream: BatchStream,
+        streams: Mapping[str, BatchStream],
         tracker: Tracker,
         max_steps: int,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -135,8 +135,12 @@ class UnlearningTrainer:
         self.aggregator = aggregator
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.forget_stream = forget_stream
-        self.normal_stream = normal_stream
+        missing = [s for s in objectives.sources if s not in streams]
+        if missing:
+            raise ValueError(f"no data stream for the objectives' source(s) {missing}")
+        # one stream per source the objectives read, in their order (checkpointed by name)
+        self.streams = {name: streams[name] for name in objectives.sources}
+        self.names = objectives.names
         self.tracker = tracker
         self.max_steps = max_steps
         self.grad_accum_steps = grad_accum_steps
@@ -180,12 +184,15 @@ class UnlearningTrainer:
             "train_time_s": self.elapsed_before + time.perf_counter() - self._t_session,
             "streams": {
                 name: {"epoch": s.state.epoch, "position": s.state.position, **_stream_key(s)}
-                for name, s in (("forget", self.forget_stream), ("normal", self.normal_stream))
+                for name, s in self.streams.items()
             },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, stream in (("forget", self.forget_stream), ("normal", self.normal_stream)):
+        for name, stream in self.streams.items():
+            if name not in state["streams"]:
+                raise ValueError(f"the checkpoint has no {name!r} data stream (it has "
+                                 f"{sorted(state['streams'])}); resume with the same objectives")
             saved = state["streams"][name]
             now = _stream_key(stream)
             before = {k: saved.get(k, 1) if k == "num_shards" else saved[k] for k in now}
@@ -215,19 +222,19 @@ class UnlearningTrainer:
             metrics_path=metrics,
         )
 
-    def _batch(self, stream: BatchStream) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in stream.next_batch().items()}
+    def _batches(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The next batch of every source's stream, on the model's device."""
+        return {name: {k: v.to(self.device) for k, v in stream.next_batch().items()}
+                for name, stream in self.streams.items()}
 
     def _local_grads(self, losses: dict[str, float]) -> Grads:
         """This process's per-objective gradients, averaged over ``grad_accum_steps``
         micro-batches; adds the mean losses into ``losses``."""
         grads = None
         for _ in range(self.grad_accum_steps):
-            values = self.objectives.losses_and_grads(
-                self._batch(self.forget_stream), self._batch(self.normal_stream)
-            )
+            values = self.objectives.losses_and_grads(self._batches())
             grads = add_into(grads, values.grads)
-            for name in OBJECTIVES:
+            for name in self.names:
                 losses[name] += values.losses[name] / self.grad_accum_steps
         if self.grad_accum_steps > 1:
             for g in itertools.chain.from_iterable(grads):
@@ -249,7 +256,7 @@ class UnlearningTrainer:
         """One optimizer step; returns the metrics record (``skipped``=1 if it was skipped)."""
         t_start = time.perf_counter()
         self.model.train()
-        grads, losses = None, dict.fromkeys(OBJECTIVES, 0.0)
+        grads, losses = None, dict.fromkeys(self.names, 0.0)
         record: dict[str, float] = {"step": self.step + 1}
         if not self.track_gradients and isinstance(self.aggregator, WeightedSum):
             return self._one_backward_step(record, t_start)
@@ -295,12 +302,12 @@ class UnlearningTrainer:
             record["time/update_check_s"] = time.perf_counter() - t_update
         descent = metric_gramian @ weights
         cos = cosines(gramian)
-        for i, name in enumerate(OBJECTIVES):
+        for i, name in enumerate(self.names):
             record[f"loss/{name}"] = losses[name]
             record[f"grad_norm/{name}"] = float(gramian[i, i].clamp_min(0).sqrt())
             record[f"weight/{name}"] = float(weights[i])
             record[f"descent/{name}"] = float(descent[i])
-        for (i, a), (j, b) in itertools.combinations(enumerate(OBJECTIVES), 2):
+        for (i, a), (j, b) in itertools.combinations(enumerate(self.names), 2):
             record[f"cos/{a}_{b}"] = float(cos[i, j])
         record["direction_norm"] = float((weights @ gramian @ weights).clamp_min(0).sqrt())
         record.update({f"agg/{k}": v for k, v in result.info.items()})
@@ -319,7 +326,7 @@ class UnlearningTrainer:
         for k in (gramian, scaled):
             if k is not None and not torch.isfinite(k).all():
                 # a NaN/Inf in any gradient entry makes its diagonal entry non-finite
-                bad = [n for i, n in enumerate(OBJECTIVES) if not torch.isfinite(k[i, i])]
+                bad = [n for i, n in enumerate(self.names) if not torch.isfinite(k[i, i])]
                 raise FloatingPointError(
                     "the gradient Gramian has NaN or Inf entries ("
                     + (f"gradient of {', '.join(bad)}" if bad else "overflow in the products") + ")"
@@ -357,7 +364,7 @@ class UnlearningTrainer:
         u_sq = float(products[m, m].clamp_min(0))
         d_dot_u = float(weights @ g_dot_u)
         d_sq = float((weights @ gramian @ weights).clamp_min(0))
-        out = {f"descent_update/{name}": float(g_dot_u[i]) for i, name in enumerate(OBJECTIVES)}
+        out = {f"descent_update/{name}": float(g_dot_u[i]) for i, name in enumerate(self.names)}
         denom = math.sqrt(d_sq * u_sq)
         out["cos/direction_update"] = d_dot_u / denom if denom > 0 else 0.0
         out["update_norm"] = math.sqrt(u_sq)
@@ -373,16 +380,14 @@ class UnlearningTrainer:
 
     def _one_backward_step(self, record: dict[str, float], t_start: float) -> dict[str, float]:
         """Fixed weights c: ``.grad = ∇ Σ_i c_i L_i`` from one backward pass per micro-batch."""
-        weights = self.aggregator(torch.eye(len(OBJECTIVES), dtype=torch.float64)).weights.tolist()
-        losses = dict.fromkeys(OBJECTIVES, 0.0)
+        weights = self.aggregator(torch.eye(len(self.names), dtype=torch.float64)).weights.tolist()
+        losses = dict.fromkeys(self.names, 0.0)
         failure = None
         try:
             for _ in range(self.grad_accum_steps):
-                values = weighted_backward(
-                    self.objectives, self._batch(self.forget_stream), self._batch(self.normal_stream),
-                    weights, scale=1.0 / self.grad_accum_steps,
-                )
-                for name in OBJECTIVES:
+                values = weighted_backward(self.objectives, self._batches(), weights,
+                                           scale=1.0 / self.grad_accum_steps)
+                for name in self.names:
                     losses[name] += values[name] / self.grad_accum_steps
         except FloatingPointError as exc:
             failure = str(exc)
@@ -398,7 +403,7 @@ class UnlearningTrainer:
         except FloatingPointError as exc:
             return self._skip(record, str(exc), t_start)
         self._optimizer_step(norm)
-        for i, name in enumerate(OBJECTIVES):
+        for i, name in enumerate(self.names):
             record[f"loss/{name}"] = losses[name]
             record[f"weight/{name}"] = weights[i]
         record.update(lr=self.optimizer.param_groups[0]["lr"], skipped=0)
@@ -444,7 +449,7 @@ class UnlearningTrainer:
             else:
                 self.first = self.first or record
                 self.last = record
-                bar.set_postfix({n: f"{record[f'loss/{n}']:.3g}" for n in OBJECTIVES})
+                bar.set_postfix({n: f"{record[f'loss/{n}']:.3g}" for n in self.names})
             bar.update(1)
             if self.on_step_end is not None:
                 self.on_step_end(self.step)
