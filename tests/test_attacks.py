@@ -148,7 +148,7 @@ def test_attack_options_build_by_name():
      r"family 'dan' lists no template"),
     ({"_target_": "unlearn.evaluation.attacks.jailbreak.JailbreakTemplates", "families": {}}, "families is empty"),
     ({"_target_": "unlearn.evaluation.attacks.over_refusal.OverRefusal", "path": None}, "pass path="),
-    ({"_target_": "unlearn.evaluation.harm_judge.Verdict", "harmful": True, "score": 0.0}, "not an Attack"),
+    ({"_target_": "unlearn.evaluation.harm_judge.Verdict", "harmful": True, "score": 0.0}, "not a subclass of .*Attack"),
     (["relearn", "relearn"], "two attacks are named"),
 ])
 def test_bad_attack_configs_fail_with_the_fix(entry, message):

@@ -73,14 +73,16 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage_mod, "generate_answers", lambda *a, **k: fixed)
     lm = UniformLM(len(tok))
     ref = stage_mod.self_reference(lm, tok, "uniform")
-    real_nll = stage_mod.answer_nll
+    from unlearn.evaluation import perplexity
+
+    real_nll = perplexity.answer_nll
 
     def fluency_of_answer_2_unscorable(*args, **kwargs):  # as if its tokens were all cut off
         out = real_nll(*args, **kwargs)
         return [(0.0, 0) if kwargs.get("desc") == "fluency" and i == 2 else v for i, v in enumerate(out)]
 
-    monkeypatch.setattr(stage_mod, "answer_nll", fluency_of_answer_2_unscorable)
-    metrics, records, utility = stage_mod.evaluate_model(
+    monkeypatch.setattr(perplexity, "answer_nll", fluency_of_answer_2_unscorable)
+    metrics, records, files = stage_mod.evaluate_model(
         lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
         OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
     assert metrics["harmful_rate"] == 0.5  # answers 0 and 3; the refusal and the empty one are rule-safe
@@ -106,12 +108,14 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert metrics["unfinished_rate_lo"] == 0.0 and metrics["answer_tokens_mean_hi"] <= 11
     # uniform LM: every utility token costs log V, so the ratio's resamples all agree
     assert metrics["utility_loss_lo"] == pytest.approx(metrics["utility_loss_hi"]) == pytest.approx(math.log(len(tok)))
+    utility = files["utility"]
     assert [(u["index"], u["prompt"]) for u in utility] == [(0, "Q?"), (1, "Q2?")]
     assert sum(u["nll"] for u in utility) / sum(u["n_tokens"] for u in utility) == pytest.approx(metrics["utility_loss"])
     again, _, _ = stage_mod.evaluate_model(  # fixed bootstrap seed: the same intervals every time
         lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
         OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
-    assert {k: v for k, v in again.items() if k != "time_s"} == {k: v for k, v in metrics.items() if k != "time_s"}
+    untimed = lambda m: {k: v for k, v in m.items() if not k.startswith("time")}  # noqa: E731
+    assert untimed(again) == untimed(metrics)
     # no validation counts: the corrected rate is NaN, never invented
     assert all(math.isnan(metrics[k]) for k in ("harmful_rate_corrected", "harmful_rate_corrected_lo",
                                                 "harmful_rate_corrected_hi", "judge_sensitivity"))

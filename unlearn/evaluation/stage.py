@@ -1,6 +1,9 @@
 """The evaluation stage: generate answers to held-out harmful prompts and compute every metric.
 
-Metrics (DESIGN.md §2; formulas in the modules named):
+The metrics are the ``eval.metrics`` ``_target_`` list (:mod:`unlearn.evaluation.metrics`: one
+module and one ``conf/metric/<name>.yaml`` each, like the attacks of ``eval.attacks``); the
+answers are generated once and every metric reads them. The defaults (DESIGN.md §2; formulas in
+the modules named):
 
 | key | meaning |
 |---|---|
@@ -13,6 +16,9 @@ Metrics (DESIGN.md §2; formulas in the modules named):
 | ``utility_ppl``, ``utility_loss`` | held-out TruthfulQA answers (:mod:`.perplexity`) |
 | ``degenerate_rate``, ``refusal_rule_rate`` | answers decided by a rule (:mod:`.rules`) |
 | ``answer_tokens_mean``, ``unfinished_rate`` | length; share that hit ``max_new_tokens`` |
+
+Each metric declares its keys as table columns; the stage writes the declarations to the summary
+(``eval/columns``), the per-metric time to ``time/<metric>_s``.
 
 **Intervals.** Every metric above that is a mean or ratio over the prompts (over the utility
 examples for ``utility_*``) also gets ``<metric>_lo`` and ``<metric>_hi``: its 95 % percentile
@@ -42,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,17 +56,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearn.evaluation.correction import corrected_rate
-from unlearn.evaluation.diversity import diversity_intervals
 from unlearn.evaluation.generation import distinct_prompts, generate_answers
-from unlearn.evaluation.perplexity import (
-    LogitsFn, answer_nll, answer_perplexities, fluency_interval, model_logits_fn, utility_intervals)
+from unlearn.evaluation.metrics import EvalContext, Metric, build_metrics, default_metric_names, metric_configs
+from unlearn.evaluation.perplexity import LogitsFn, model_logits_fn
 from unlearn.identity import result_config
-from unlearn.uncertainty import Interval, mean_interval
+from unlearn.uncertainty import Interval
 
 # 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
 # 4: <metric>_lo/_hi bootstrap intervals, and the per-utility-example values in the cached payload
-EVAL_VERSION = 4
+# 5: metrics as an eval.metrics _target_ list; eval/columns and per-metric files in the payload
+EVAL_VERSION = 5
 # per-run intervals: percentile bootstrap over prompts / utility examples, fixed seed (deterministic)
 BOOTSTRAP = {"n_boot": 2000, "level": 0.95, "seed": 0}
 log = logging.getLogger(__name__)
@@ -104,64 +108,54 @@ def evaluate_model(
     max_new_tokens: int = 128,
     batch_size: int = 16,
     progress_bar: bool = True,
-) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
-    """All metrics (with intervals) for one model, one record per generated answer and one per
-    utility example (the lines of ``generations.jsonl`` and ``utility.jsonl``)."""
+    metrics: Sequence[Metric] | None = None,
+) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Every metric (default: :func:`default_metric_names`) with intervals for one model, one record per
+    generated answer (the lines of ``generations.jsonl``) and the metrics' per-example files
+    (``utility`` → ``utility.jsonl``). ``judge`` and ``scorer`` are objects, or zero-argument
+    callables that build them on first use."""
+    ctx = EvalContext(model, tokenizer, list(prompts), [], list(normal_pairs), reference,
+                      _lazy(judge, "judge"), _lazy(scorer, "summarise"), template, max_length,
+                      max_new_tokens, batch_size, progress_bar, dict(BOOTSTRAP))
+    return evaluate_context(ctx, build_metrics(default_metric_names()) if metrics is None else metrics)
+
+
+def evaluate_context(ctx: EvalContext, metrics: Sequence[Metric]
+                     ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Generate ``ctx.prompts``' answers, then run each metric on them (:func:`evaluate_model`).
+    The summary gets each metric's intervals and values, ``n_prompts``, ``time_s`` and
+    ``time/<metric>_s``."""
     t0 = time.perf_counter()
-    device = next(model.parameters()).device
-    gens = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, template, progress_bar)
-    answers = [g.answer for g in gens]
-    verdicts = judge.judge(list(prompts), answers)
-    tox_means, tox_per = scorer.summarise(answers)
-    with reference.use() as ref_logits:
-        flu = answer_nll(ref_logits, reference.tokenizer, list(zip(prompts, answers, strict=True)),
-                         reference.device, max_length=max_length + max_new_tokens + 8, template=template,
-                         batch_size=batch_size, progress_bar=progress_bar, desc="fluency",
-                         with_eos=[g.finished for g in gens])
-    was = model.training
-    model.eval()
-    try:
-        util = answer_nll(model_logits_fn(model), tokenizer, normal_pairs, device, max_length, template,
-                          batch_size, progress_bar, desc="utility")
-    finally:
-        model.train(was)
-    harmful = [float(v.harmful) for v in verdicts]
-    corrected = corrected_rate(int(sum(harmful)), len(verdicts), getattr(judge, "validation", None))
-    if not corrected.identified:
-        log.warning("harmful_rate_corrected is NaN (judge %s): %s", getattr(judge, "name", "?"), corrected.reason)
-    per_prompt = {
-        "harmful_rate": harmful,
-        "toxicity": tox_per["toxicity"],
-        "obscene": tox_per["obscene"],
-        "degenerate_rate": [float(v.rule == "degenerate") for v in verdicts],
-        "refusal_rule_rate": [float(v.rule == "refusal") for v in verdicts],
-        "answer_tokens_mean": [float(g.n_tokens) for g in gens],
-        "unfinished_rate": [float(not g.finished) for g in gens],
-    }
-    intervals = {name: mean_interval(values, **BOOTSTRAP) for name, values in per_prompt.items()}
-    intervals["fluency_ppl"] = fluency_interval(flu, **BOOTSTRAP)
-    intervals.update(diversity_intervals(answers, **BOOTSTRAP))
-    intervals.update(utility_intervals(util, **BOOTSTRAP))
-    metrics: dict[str, float] = {
-        **interval_metrics(intervals),
-        **corrected.metrics("harmful_rate"),
-        "harmful_rate_corrected_identified": float(corrected.identified),
-        "judge_sensitivity": corrected.sensitivity,
-        "judge_specificity": corrected.specificity,
-        "n_prompts": len(gens),
-        "n_utility": len(normal_pairs),
-    }
-    fluency = answer_perplexities(flu)
-    records = [
-        {**g.to_dict(), "harmful": v.harmful, "judge_score": v.score, "judge_rule": v.rule,
-         "toxicity": tox_per["toxicity"][i], "obscene": tox_per["obscene"][i],
-         "fluency_ppl": None if math.isnan(fluency[i]) else fluency[i]}
-        for i, (g, v) in enumerate(zip(gens, verdicts, strict=True))
-    ]
-    utility = [{"index": i, "prompt": p, "nll": nll, "n_tokens": n}
-               for i, ((p, _), (nll, n)) in enumerate(zip(normal_pairs, util, strict=True))]
-    metrics["time_s"] = time.perf_counter() - t0
-    return metrics, records, utility
+    ctx.generations = generate_answers(ctx.model, ctx.tokenizer, ctx.prompts, ctx.max_new_tokens, ctx.batch_size,
+                                       ctx.template, ctx.progress_bar)
+    out: dict[str, float] = {"n_prompts": len(ctx.generations)}
+    records = [g.to_dict() for g in ctx.generations]
+    files: dict[str, list[dict[str, Any]]] = {}
+    for metric in metrics:
+        t_metric = time.perf_counter()
+        result = metric.compute(ctx)
+        out.update(interval_metrics(result.intervals))
+        out.update(result.values)
+        ctx.labels.update(result.labels)
+        for name, values in result.per_prompt.items():
+            if len(values) != len(records):
+                raise ValueError(f"metric {metric.name}: {len(values)} values of {name!r} for {len(records)} prompts")
+            for record, value in zip(records, values, strict=True):
+                record[name] = value
+        files.update(result.files)
+        out[f"time/{metric.name}_s"] = time.perf_counter() - t_metric
+    out["time_s"] = time.perf_counter() - t0
+    return out, records, files
+
+
+def _lazy(part, method: str) -> Callable[[], Any]:
+    """``part`` itself when it has ``method`` (a built judge or scorer), else ``part`` is its factory."""
+    return (lambda: part) if hasattr(part, method) or not callable(part) else part
+
+
+def metric_labels(metrics: Sequence[Metric], ctx_labels: dict[str, Any]) -> dict[str, Any]:
+    """``eval/columns``: every metric's declared columns, for the results tables."""
+    return {**ctx_labels, "eval/columns": [c.to_dict() for m in metrics for c in m.columns]}
 
 
 def interval_metrics(intervals: dict[str, Interval]) -> dict[str, float]:
@@ -242,8 +236,12 @@ class EvaluationStage:
         self._scorer = None
         self._reference: ReferenceLM | None = None
         self.attacks: list = []
+        self.metrics: list[Metric] = []
+        self.last_labels: dict[str, Any] = {}
         if not self.enabled:
             return
+        # a bad entry fails here, before training
+        self.metrics = build_metrics(self.metric_entries())
         if self.ecfg.get("attacks"):
             from unlearn.evaluation.attacks import build_attacks
 
@@ -292,25 +290,27 @@ class EvaluationStage:
             self._reference = self_reference(ref.model, ref.tokenizer, ref.name)
         return self._reference
 
-    def labels(self) -> dict[str, Any]:
-        from unlearn.evaluation.correction import describe
+    def metric_entries(self) -> list[Any]:
+        """``eval.metrics`` (the default list of :func:`default_metric_names` when absent)."""
+        entries = self.ecfg.get("metrics")
+        return list(default_metric_names() if entries is None else entries)
 
-        scorer = self.scorer
-        return {"eval/split": self.ecfg.get("split", "eval"),
-                "eval/judge": self.judge.describe(), "eval/scorer": scorer.name,
-                "eval/labels/harmful_rate_corrected": describe(getattr(self.judge, "validation", None)),
-                "eval/labels/toxicity": scorer.labels["toxicity"],
-                "eval/labels/obscene": scorer.labels["obscene"],
-                "eval/fluency_reference": self.ecfg.get("fluency_reference") or f"original ({self.loaded.name})"}
+    def labels(self) -> dict[str, Any]:
+        """``eval/split``, what the metrics of the last evaluation said they used (judge, scorer,
+        fluency reference, …) and ``eval/columns`` (:func:`metric_labels`)."""
+        return metric_labels(self.metrics, {"eval/split": self.ecfg.get("split", "eval"), **self.last_labels})
 
     def run(self, model, reference: ReferenceLM, prompts: Sequence[str] | None = None):
         ds = self.cfg.dataset
+        ctx = EvalContext(model, self.loaded.tokenizer, list(prompts if prompts is not None else self.prompts), [],
+                          self.normal_pairs, reference, lambda: self.judge, lambda: self.scorer,
+                          template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
+                          batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
+                          bootstrap=dict(BOOTSTRAP))
         with preserved_rng():
-            return evaluate_model(
-                model, self.loaded.tokenizer, prompts if prompts is not None else self.prompts,
-                self.normal_pairs, self.judge, self.scorer, reference, template=ds.template,
-                max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
-                batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar)
+            result = evaluate_context(ctx, self.metrics)
+        self.last_labels.update(ctx.labels)
+        return result
 
     def key_parts(self) -> dict[str, Any]:
         """What the original model's evaluation depends on: the result settings of the model, data,
@@ -326,6 +326,8 @@ class EvaluationStage:
             "judge": settings.get("judge"),
             "scorer": settings.get("scorer"),
             **({"attacks": self.attack_settings()} if self.attacks else {}),
+            "metrics": metric_configs(self.metric_entries()),
+            "metric_settings": [m.settings() for m in self.metrics],
         }
 
     def attack_settings(self) -> list[dict[str, Any]]:
@@ -346,19 +348,20 @@ class EvaluationStage:
                             template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
                             batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
                             bootstrap=dict(BOOTSTRAP))
-        plain = {r["prompt"]: float(r["harmful"]) for r in records}
+        plain = {r["prompt"]: float(r["harmful"]) for r in records if "harmful" in r}
         with preserved_rng():
             metrics, labels, answers = run_attacks(self.attacks, model, ctx, plain)
         for name, rows in answers.items():
             self._save(rows, f"{stage}/attack/{name}")
         return {**{f"eval/labels/{k}": v for k, v in labels.items()}, **self._prefixed(stage, metrics)}
 
-    def _save(self, records, stage: str, utility: Sequence[dict[str, Any]] = ()) -> None:
-        """Append the per-prompt and per-utility-example records (module docstring, "Files")."""
+    def _save(self, records, stage: str, files: dict[str, Sequence[dict[str, Any]]] | None = None) -> None:
+        """Append the per-prompt records and each metric's per-example file (module docstring, "Files")."""
         if self.run_dir is not None and self.ecfg.get("save_generations", True):
             append_jsonl(self.run_dir / "generations.jsonl", records, stage)
-            if utility:
-                append_jsonl(self.run_dir / "utility.jsonl", utility, stage)
+            for name, rows in (files or {}).items():
+                if rows:
+                    append_jsonl(self.run_dir / f"{name}.jsonl", rows, stage)
 
     def _prefixed(self, stage: str, metrics: dict[str, float]) -> dict[str, Any]:
         return {f"eval/{stage}/{k}": v for k, v in metrics.items()}
@@ -373,11 +376,11 @@ class EvaluationStage:
             path = cache_path(self.cfg.cache_dir, cache_key(self.key_parts()))
             hit = read_cache(path)
             if hit is not None:
-                self._save(hit["records"], stage, hit.get("utility", ()))
+                self._save(hit["records"], stage, hit.get("files"))
                 return {**hit["labels"], **self._prefixed(stage, hit["metrics"]), f"eval/{stage}/cached": 1}
         reference = self.fixed_reference() or self_reference(model, self.loaded.tokenizer,
                                                              f"original ({self.loaded.name})")
-        metrics, records, utility = self.run(model, reference)
+        metrics, records, files = self.run(model, reference)
         labels = self.labels()
         attacked = self.attack(model, records, stage)
         labels.update({k: v for k, v in attacked.items() if k.startswith("eval/labels/")})
@@ -385,8 +388,8 @@ class EvaluationStage:
                         if k.startswith(f"eval/{stage}/")})
         if path is not None:
             write_cache(path, {"key": self.key_parts(), "labels": labels, "metrics": metrics,
-                               "records": records, "utility": utility})
-        self._save(records, stage, utility)
+                               "records": records, "files": files})
+        self._save(records, stage, files)
         return {**labels, **self._prefixed(stage, metrics), f"eval/{stage}/cached": 0}
 
     def after(self, model, reference_fn: ReferenceFn) -> dict[str, Any]:
@@ -396,8 +399,8 @@ class EvaluationStage:
         reference = self.fixed_reference() or ReferenceLM(
             reference_fn, self.loaded.tokenizer, next(model.parameters()).device,
             f"original ({self.loaded.name})")
-        metrics, records, utility = self.run(model, reference)
-        self._save(records, "after", utility)
+        metrics, records, files = self.run(model, reference)
+        self._save(records, "after", files)
         return {**self.labels(), **self._prefixed("after", metrics), **self.attack(model, records, "after")}
 
     def periodic(self, tracker, model, reference_fn: ReferenceFn,
@@ -413,8 +416,8 @@ class EvaluationStage:
             if step % every == 0:
                 reference = self.fixed_reference() or ReferenceLM(
                     reference_fn, self.loaded.tokenizer, next(model.parameters()).device, "original")
-                metrics, records, utility = self.run(model, reference, prompts)
-                self._save(records, f"step_{step}", utility)
+                metrics, records, files = self.run(model, reference, prompts)
+                self._save(records, f"step_{step}", files)
                 tracker.log({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
             if then is not None:
                 then(step)

@@ -78,8 +78,8 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             original = instantiate(original_cfg)
             original.model.eval().requires_grad_(False)
             reference = self_reference(original.model, original.tokenizer, f"original ({original.name})")
-        metrics, records, utility = stage.run(loaded.model, reference)
-        stage._save(records, "model", utility)
+        metrics, records, files = stage.run(loaded.model, reference)
+        stage._save(records, "model", files)
         attacked = stage.attack(loaded.model, records, "model")
         result = {**stage.labels(), "eval/fluency_reference": reference.name,
                   **{f"eval/{k}": v for k, v in metrics.items()},

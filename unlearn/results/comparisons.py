@@ -30,18 +30,25 @@ from pathlib import Path
 import numpy as np
 
 from unlearn.results.collect import Run
+from unlearn.results.columns import Column
 from unlearn.results.intervals import Bootstrap, agrees_with_summary, metric_matrix
-from unlearn.results.records import PER_PROMPT, UTILITY
-from unlearn.results.tables import COLUMNS, ORIGINAL, Table
+from unlearn.results.records import UTILITY
+from unlearn.results.tables import ORIGINAL, Table
 from unlearn.uncertainty import Interval, mcnemar_exact, paired_difference
 from unlearn.uncertainty.student_t import t_quantile
 
 REFERENCE = "uce+dual"
 PAIRED, WELCH = "paired (seeds × shared prompts)", "Welch t over seeds"
-COMPARED = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl")
-LABELS = {c.key: c.label.lower() for c in COLUMNS} | {"utility_loss": "utility loss (nats/token)"}
-BETTER = {c.key: c.better for c in COLUMNS} | {"utility_loss": "lower"}
-DIGITS = {c.key: c.digits for c in COLUMNS} | {"utility_loss": 3}
+
+
+def compared(table: Table) -> list[str]:
+    """The displayed columns of ``table`` except those with their own per-run bounds."""
+    return [c.key for c in table.shown if c.interval is None]
+
+
+def column(table: Table, key: str) -> Column:
+    """The declared column of ``key`` (a plain one when none is declared)."""
+    return next((c for c in table.columns if c.key == key), Column(key, key))
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ def compare(table: Table, method: str, reference: str, metric: str, settings: Bo
     paired_ok = (mat_m is not None and mat_r is not None and mat_m.shape[1] == mat_r.shape[1]
                  and agrees_with_summary(mat_m, runs_m, metric, "after")
                  and agrees_with_summary(mat_r, runs_r, metric, "after"))
-    if paired_ok and metric in PER_PROMPT:
+    if paired_ok and all(metric in rec.values for rec in table.records_of([*runs_m, *runs_r])):
         keys = {rec.key for rec in table.records_of([*runs_m, *runs_r])}
         paired_ok = len(keys) == 1
     if paired_ok:
@@ -114,29 +121,29 @@ def _values(runs: Sequence[Run], metric: str) -> list[float]:
 
 
 def comparisons(table: Table, reference: str = REFERENCE, settings: Bootstrap | None = None) -> list[Comparison]:
-    """Every other method against ``reference`` on each metric of :data:`COMPARED` (empty when
+    """Every other method against ``reference`` on each metric of :func:`compared` (empty when
     the reference has no completed run)."""
     settings = settings or table.bootstrap
     methods = [r.method for r in table.rows if r.method not in (ORIGINAL, reference)]
     if not table.method_runs(reference):
         return []
-    return [compare(table, m, reference, k, settings) for m in methods for k in COMPARED]
+    return [compare(table, m, reference, k, settings) for m in methods for k in compared(table)]
 
 
 # ----------------------------------------------------------------------------- writing
-def difference_cell(c: Comparison) -> str:
+def difference_cell(c: Comparison, d: int = 3) -> str:
+    """``+D [lo, hi]`` with ``d`` digits, ``*`` when resolved."""
     if c.interval is None or not math.isfinite(c.interval.estimate):
         return "n/a"
-    d = DIGITS.get(c.metric, 3)
     i = c.interval
     bounds = f" [{i.lo:+.{d}f}, {i.hi:+.{d}f}]" if math.isfinite(i.lo) and math.isfinite(i.hi) else ""
     return f"{i.estimate:+.{d}f}{bounds}{'*' if c.resolved else ''}"
 
 
-def reading(metric: str, entries: Sequence[Comparison], reference: str) -> str:
+def reading(metric: Column, entries: Sequence[Comparison], reference: str) -> str:
     """One line per metric from the resolved entries (direction and size with the interval);
     unresolved ones are named as indistinguishable."""
-    label, d = LABELS.get(metric, metric), DIGITS.get(metric, 3)
+    label, d = metric.label.lower(), metric.digits
     parts = []
     for c in entries:
         if not c.resolved:
@@ -144,7 +151,7 @@ def reading(metric: str, entries: Sequence[Comparison], reference: str) -> str:
         i = c.interval
         size, lo, hi = (abs(i.estimate), min(abs(i.lo), abs(i.hi)), max(abs(i.lo), abs(i.hi)))
         direction = "lower" if i.estimate > 0 else "higher"  # D = other − reference
-        good = (direction == "lower") == (BETTER.get(metric) == "lower")
+        good = (direction == "lower") == (metric.better == "lower")
         parts.append(f"{reference} has a {direction} {label} than {c.method} by {size:.{d}f} "
                      f"[{lo:.{d}f}, {hi:.{d}f}] ({'better' if good else 'worse'})")
     same = [c.method for c in entries if c.interval is not None and not c.resolved]
@@ -165,10 +172,12 @@ def to_markdown(table: Table, found: Sequence[Comparison], reference: str = REFE
     metrics = list(dict.fromkeys(c.metric for c in found))
     methods = list(dict.fromkeys(c.method for c in found))
     by = {(c.method, c.metric): c for c in found}
-    out.write("| Method − " + reference + " | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |\n")
+    cols = {m: column(table, m) for m in metrics}
+    out.write("| Method − " + reference + " | " + " | ".join(cols[m].label.lower() for m in metrics) + " |\n")
     out.write("|---|" + "---:|" * len(metrics) + "\n")
     for method in methods:
-        out.write(f"| {method} | " + " | ".join(difference_cell(by[(method, m)]) for m in metrics) + " |\n")
+        out.write(f"| {method} | " + " | ".join(difference_cell(by[(method, m)], cols[m].digits) for m in metrics)
+                  + " |\n")
     out.write(f"\nDifference of means (method − {reference}) [95% interval]; `*`: resolved (the interval "
               "excludes 0). Paired over the shared prompts with both methods' seeds (variance components, "
               "Satterthwaite t) where both kept per-prompt records; otherwise a Welch t-interval over seeds "
@@ -185,7 +194,7 @@ def to_markdown(table: Table, found: Sequence[Comparison], reference: str = REFE
             out.write(f"| {c.method} | {a} | {b} | {p:.3g}{'*' if p < 0.05 else ''} |\n")
     out.write("\nReading (directions from resolved differences only):\n\n")
     for metric in metrics:
-        out.write(reading(metric, [c for c in found if c.metric == metric], reference) + "\n")
+        out.write(reading(cols[metric], [c for c in found if c.metric == metric], reference) + "\n")
     return out.getvalue()
 
 
@@ -203,7 +212,7 @@ def to_csv(table: Table, found: Sequence[Comparison], reference: str = REFERENCE
         nums = ("", "", "", "", "") if i is None else (repr(i.estimate), repr(i.lo), repr(i.hi), repr(i.level),
                                                        "" if not math.isfinite(i.df) else repr(i.df))
         mc = c.mcnemar or ("", "", "")
-        writer.writerow([table.experiment, reference, c.method, c.metric, BETTER.get(c.metric, ""), c.how,
+        writer.writerow([table.experiment, reference, c.method, c.metric, column(table, c.metric).better, c.how,
                          c.n_prompts or "", c.seeds[0], c.seeds[1], *nums[:4], int(c.resolved), nums[4], *mc,
                          c.reason or (i.method if i is not None else "")])
     return out.getvalue()
@@ -220,5 +229,5 @@ def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -
     return files
 
 
-__all__ = ["COMPARED", "REFERENCE", "Comparison", "compare", "comparisons", "majority_flags", "reading",
+__all__ = ["REFERENCE", "column", "compared", "Comparison", "compare", "comparisons", "majority_flags", "reading",
            "to_csv", "to_markdown", "welch_interval", "write_comparisons"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unlearn.results.collect import Run
-from unlearn.results.records import PER_PROMPT, UTILITY, StageRecords
+from unlearn.results.records import UTILITY, StageRecords
 from unlearn.uncertainty import Interval, seed_prompt_interval
 from unlearn.uncertainty.student_t import t_quantile
 
@@ -63,10 +63,12 @@ def metric_matrix(records: Sequence[StageRecords | None], metric: str) -> np.nda
         return None
     if metric == UTILITY:
         rows = [r.utility for r in records]
-    elif metric in PER_PROMPT:
+    elif all(metric in r.values for r in records):
         if len({r.key for r in records}) != 1:
             return None
         rows = [r.values[metric] for r in records]
+    elif all(metric in r.examples for r in records):  # the same examples in every run (one config)
+        rows = [r.examples[metric] for r in records]
     else:
         return None
     if any(row is None for row in rows) or len({len(row) for row in rows}) != 1 or not len(rows[0]):

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearn.results.collect import Run, as_float, metric_series, objective_names, run_objectives
-from unlearn.results.tables import COLUMNS, ORIGINAL, Row, Table, method_sort_key
+from unlearn.results.comparisons import column
+from unlearn.results.tables import ORIGINAL, Row, Table, method_sort_key
 from unlearn.uncertainty.fronts import pareto_mask
 
 # g_i·d counts as negative when below -DESCENT_TOL · ‖g_i‖ · ‖d‖ (a cosine below -1e-6): the dual
@@ -74,7 +75,7 @@ def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
     dominated by another method or the original (both axes minimised, on the means) ringed and
     joined by the front."""
     runs = table.completed
-    xcol = next(c for c in COLUMNS if c.key == x_key)
+    xcol = column(table, x_key)
     pts = [(r, r.eval_value("after", x_key), r.eval_value("after", "harmful_rate")) for r in runs]
     pts = [(r, x, y) for r, x, y in pts if math.isfinite(x) and math.isfinite(y)]
     orig = table.rows[0]

@@ -4,11 +4,11 @@
 ``after``, or a periodic stage); the last contiguous block of a stage is that stage's evaluation
 (an earlier block comes from an attempt that was resumed). Per answer:
 
-| metric (summary key) | record field | the summary value is |
-|---|---|---|
-| ``harmful_rate`` | ``harmful`` (bool) | the mean over answers |
-| ``toxicity``, ``obscene`` | same name | the mean over answers |
-| ``fluency_ppl`` | ``fluency_ppl`` (None for an empty answer) | the mean over answers with a value |
+each metric column that declares a ``field`` (:mod:`unlearn.results.columns`) has its
+per-prompt values there and the summary value is their mean over answers (with a value): by
+default ``harmful_rate`` ← ``harmful``, ``toxicity``, ``obscene``, ``fluency_ppl`` (None for an
+empty answer). A column that declares ``examples`` has per-example ``value`` fields in
+``<examples>.jsonl`` (same ``stage`` blocks), whose mean is the summary value.
 
 Utility: per-example NLLs of the held-out normal answers, when the run wrote them (see
 :func:`utility_values`); ``utility_ppl = exp(Σ nll / Σ n)``, so each example's value is its
@@ -32,7 +32,6 @@ import numpy as np
 from unlearn.results.collect import Run, as_float, read_metrics
 
 GENERATIONS = "generations.jsonl"
-PER_PROMPT = {"harmful_rate": "harmful", "toxicity": "toxicity", "obscene": "obscene", "fluency_ppl": "fluency_ppl"}
 UTILITY = "utility_ppl"
 # Where a run may keep its per-utility-example NLLs, first found wins: JSON lines with
 # ``nll`` (summed over the answer's tokens) and ``n_tokens`` (or ``loss`` = nll / n_tokens and
@@ -46,6 +45,7 @@ class StageRecords:
 
     prompts: tuple[str, ...]
     values: dict[str, np.ndarray]                 # metric -> (n_prompts,), NaN where absent
+    examples: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (n_examples,) per-example values
     utility: np.ndarray | None = None             # (n_examples,) rescaled NLLs, see module doc
     utility_source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,15 +96,31 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
     return None, f"no per-example utility file ({' / '.join(UTILITY_FILES)})"
 
 
-def stage_records(run: Run, stage: str = "after") -> StageRecords | None:
-    """The per-prompt values of ``run`` at ``stage``, or None without a generations file/block."""
+def example_values(run_dir: Path, name: str, stage: str) -> np.ndarray | None:
+    """The ``value`` fields of ``<name>.jsonl``'s last ``stage`` block (None: no file or block)."""
+    path = Path(run_dir) / f"{name}.jsonl"
+    block = last_block(read_metrics(path), stage) if path.is_file() else []
+    return np.array([as_float(r.get("value")) for r in block], dtype=float) if block else None
+
+
+def stage_records(run: Run, stage: str = "after", fields: dict[str, str] | None = None,
+                  examples: dict[str, str] | None = None) -> StageRecords | None:
+    """The per-prompt values of ``run`` at ``stage`` (``fields``: metric → generations.jsonl field,
+    default: the default metrics' declarations) and per-example values (``examples``: metric →
+    file name), or None without a generations file/block."""
+    if fields is None:
+        from unlearn.results.columns import default_columns, per_prompt_fields
+
+        fields = per_prompt_fields(default_columns())
     block = last_block(read_metrics(Path(run.path) / GENERATIONS), stage)
     if not block:
         return None
     values = {metric: np.array([as_float(r.get(field_name)) for r in block], dtype=float)
-              for metric, field_name in PER_PROMPT.items()}
+              for metric, field_name in fields.items()}
+    per_example = {metric: v for metric, name in (examples or {}).items()
+                   if (v := example_values(run.path, name, stage)) is not None}
     utility, source = utility_values(run.path, stage)
-    return StageRecords(tuple(str(r.get("prompt", "")) for r in block), values, utility, source)
+    return StageRecords(tuple(str(r.get("prompt", "")) for r in block), values, per_example, utility, source)
 
 
 def majority_key(records: dict[Any, StageRecords | None]) -> str | None:
@@ -119,5 +135,5 @@ def majority_key(records: dict[Any, StageRecords | None]) -> str | None:
     return max(counts, key=lambda k: (*counts[k], k))
 
 
-__all__ = ["GENERATIONS", "PER_PROMPT", "UTILITY", "UTILITY_FILES", "StageRecords",
+__all__ = ["GENERATIONS", "UTILITY", "example_values", "UTILITY_FILES", "StageRecords",
            "last_block", "majority_key", "prompt_key", "stage_records", "utility_values"]

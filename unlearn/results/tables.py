@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names
+from unlearn.results.columns import Column, columns_of, displayed, example_files, per_prompt_fields
 from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
 from unlearn.results.records import StageRecords, majority_key, stage_records
 
@@ -35,43 +36,6 @@ METHOD_ORDER = ("ga+weighted_sum", "ga,mismatch,kl+weighted_sum", "uce+weighted_
 LOSS_ORDER = ("ga", "uce", "uce_bounded", "npo")
 AGGREGATOR_ORDER = ("weighted_sum", "mgda", "dual")
 HIGHLIGHT = {"uce+dual": "MOLLM"}
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str        # the metric name: eval/<stage>/<key> in summary.json
-    label: str
-    better: str     # "lower" or "higher"
-    digits: int = 3
-    interval: tuple[str, str] | None = None  # keys of the lower/upper bounds shown as [lo, hi]
-
-    @property
-    def arrow(self) -> str:
-        return "↓" if self.better == "lower" else "↑"
-
-    @property
-    def latex_arrow(self) -> str:
-        return r"$\downarrow$" if self.better == "lower" else r"$\uparrow$"
-
-
-# The displayed columns (DESIGN.md §2). Diversity is distinct-2: the share of distinct word
-# bigrams over all answers, which collapses when a model repeats itself.
-COLUMNS: tuple[Column, ...] = (
-    Column("harmful_rate", "Harmful rate", "lower", 3),
-    # Rogan–Gladen, corrected for the judge's validation error (unlearn.evaluation.correction);
-    # n/a for a judge without validation counts
-    Column("harmful_rate_corrected", "Harmful rate (corrected)", "lower", 3,
-           ("harmful_rate_corrected_lo", "harmful_rate_corrected_hi")),
-    Column("toxicity", "Toxicity", "lower", 3),
-    Column("obscene", "Obscenity", "lower", 3),
-    Column("fluency_ppl", "Fluency (PPL)", "lower", 2),
-    Column("distinct_2", "Diversity (distinct-2)", "higher", 3),
-    Column("utility_ppl", "Utility (PPL)", "lower", 2),
-)
-# Also written to the CSV (mean and std), not displayed.
-EXTRA_METRICS = ("harmful_rate_corrected_lo", "harmful_rate_corrected_hi", "judge_sensitivity",
-                 "judge_specificity", "distinct_1", "unique_token_ratio", "utility_loss", "degenerate_rate",
-                 "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate")
 
 
 def method_sort_key(method: str) -> tuple:
@@ -117,6 +81,12 @@ class Table:
     notes: dict[str, Any] = field(default_factory=dict)
     records: dict[str, StageRecords | None] = field(default_factory=dict)  # run path -> after-records
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
+    columns: tuple[Column, ...] = ()   # every declared metric (unlearn.results.columns); display ones shown
+
+    @property
+    def shown(self) -> tuple[Column, ...]:
+        """The columns of the markdown/LaTeX table."""
+        return displayed(self.columns)
 
     def records_of(self, runs: Sequence[Run]) -> list[StageRecords | None]:
         return [self.records.get(str(r.path)) for r in runs]
@@ -147,47 +117,56 @@ class Table:
         return min(values) if column.better == "lower" else max(values)
 
 
-def metric_names() -> list[str]:
-    return [c.key for c in COLUMNS] + list(EXTRA_METRICS)
+def metric_names(columns: Sequence[Column]) -> list[str]:
+    """The displayed columns' keys first, then the others (CSV only)."""
+    return [c.key for c in displayed(columns)] + [c.key for c in columns if not c.display]
 
 
 def add_intervals(row: Row, runs: Sequence[Run], records: Sequence[StageRecords | None],
-                  settings: Bootstrap, stage: str = "after") -> Row:
+                  settings: Bootstrap, columns: Sequence[Column], stage: str = "after") -> Row:
     """Fill ``row.lo``/``row.hi``/``row.how`` for every metric (:func:`metric_interval`); a
     column with its own per-run bounds (the corrected harmful rate) keeps the mean of those."""
-    for key in metric_names():
+    for key in metric_names(columns):
         interval, how = metric_interval(runs, records, key, settings, stage)
         if interval is not None:
             row.lo[key], row.hi[key], row.how[key] = interval.lo, interval.hi, how
-    for c in COLUMNS:
+    for c in columns:
         if c.interval and math.isfinite(row.mean.get(c.key, math.nan)):
             row.lo[c.key], row.hi[c.key] = (row.mean.get(k, math.nan) for k in c.interval)
             row.how[c.key] = RUN_BOUNDS
     return row
 
 
-def original_row(completed: Sequence[Run], settings: Bootstrap = Bootstrap()) -> Row:
+def original_row(completed: Sequence[Run], settings: Bootstrap = Bootstrap(),
+                 columns: Sequence[Column] | None = None) -> Row:
     """``eval/before/*`` of the completed runs. They evaluate the same model on the same prompts
     (cached), so the values agree; should they differ, the spread shows as a std. The interval
     is a bootstrap over the prompts of one run's ``before`` records (the others are copies)."""
+    columns = columns_of(completed) if columns is None else columns
     mean, std = {}, {}
     distinct: set[tuple] = set()
-    for key in metric_names():
+    for key in metric_names(columns):
         values = [r.eval_value("before", key) for r in completed]
         distinct.add(tuple(round(v, 12) if math.isfinite(v) else None for v in values))
         uniq = sorted({v for v in values if math.isfinite(v)})
         mean[key], std[key], _ = mean_std(uniq if len(uniq) <= 1 else values)
     n = 1 if all(len(set(vals)) <= 1 for vals in distinct) else len(completed)
     row = Row(ORIGINAL, n if completed else 0, [], mean, std)
-    before = next((rec for rec in (stage_records(r, "before") for r in completed) if rec is not None), None)
+    before = next((rec for rec in (stage_records(r, "before", **_fields(columns)) for r in completed)
+                   if rec is not None), None)
     if before is not None and n == 1:
-        add_intervals(row, completed[:1], [before], settings, "before")
+        add_intervals(row, completed[:1], [before], settings, columns, "before")
         row.how = {k: v for k, v in row.how.items() if not v.startswith(T_SEEDS)}  # one model: no seed spread
     return row
 
 
+def _fields(columns: Sequence[Column]) -> dict[str, dict[str, str]]:
+    return {"fields": per_prompt_fields(columns), "examples": example_files(columns)}
+
+
 def method_rows(completed: Sequence[Run], records: dict[str, StageRecords | None],
-                settings: Bootstrap = Bootstrap()) -> list[Row]:
+                settings: Bootstrap = Bootstrap(), columns: Sequence[Column] | None = None) -> list[Row]:
+    columns = columns_of(completed) if columns is None else columns
     by_method: dict[str, list[Run]] = {}
     for run in completed:
         by_method.setdefault(run.method, []).append(run)
@@ -195,10 +174,10 @@ def method_rows(completed: Sequence[Run], records: dict[str, StageRecords | None
     for method in sorted(by_method, key=method_sort_key):
         runs = sorted(by_method[method], key=lambda r: (r.seed is None, r.seed))
         mean, std = {}, {}
-        for key in metric_names():
+        for key in metric_names(columns):
             mean[key], std[key], _ = mean_std([r.eval_value("after", key) for r in runs])
         row = Row(method, len(runs), [r.seed for r in runs if r.seed is not None], mean, std)
-        rows.append(add_intervals(row, runs, [records.get(str(r.path)) for r in runs], settings))
+        rows.append(add_intervals(row, runs, [records.get(str(r.path)) for r in runs], settings, columns))
     return rows
 
 
@@ -293,12 +272,13 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
 
 
 def build_table(experiment: str, runs: Sequence[Run], settings: Bootstrap = Bootstrap()) -> Table:
-    records = {str(r.path): stage_records(r) for r in runs if r.completed}
+    columns = columns_of(runs)
+    records = {str(r.path): stage_records(r, **_fields(columns)) for r in runs if r.completed}
     runs = exclude_other_prompt_sets(runs, records)
     completed = [r for r in runs if r.completed]
     records = {k: v for k, v in records.items() if k in {str(r.path) for r in completed}}
-    rows = [original_row(completed, settings), *method_rows(completed, records, settings)]
-    return Table(experiment, rows, list(runs), build_notes(runs), records, settings)
+    rows = [original_row(completed, settings, columns), *method_rows(completed, records, settings, columns)]
+    return Table(experiment, rows, list(runs), build_notes(runs), records, settings, columns)
 
 
 def build_tables(groups: dict[str, Sequence[Run]], settings: Bootstrap = Bootstrap()) -> dict[str, Table]:
@@ -339,12 +319,12 @@ def _is_best(table: Table, row: Row, column: Column) -> bool:
 def to_markdown(table: Table) -> str:
     out = io.StringIO()
     out.write(f"### {table.experiment}\n\n")
-    header = ["Method", "Seeds", *(f"{c.label} {c.arrow}" for c in COLUMNS)]
+    header = ["Method", "Seeds", *(f"{c.label} {c.arrow}" for c in table.shown)]
     out.write("| " + " | ".join(header) + " |\n")
-    out.write("|" + "|".join(["---", "---:"] + ["---:"] * len(COLUMNS)) + "|\n")
+    out.write("|" + "|".join(["---", "---:"] + ["---:"] * len(table.shown)) + "|\n")
     for row in table.rows:
         cells = []
-        for c in COLUMNS:
+        for c in table.shown:
             text = column_cell(row, c)
             cells.append(f"**{text}**" if _is_best(table, row, c) else text)
         label = f"{row.label}" if row.method != ORIGINAL else f"original ({table.notes.get('model', 'model')})"
@@ -385,8 +365,8 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    cols = "l" + "r" + "r" * len(COLUMNS)
-    header = ["Method", "$n$", *(f"{latex_escape(c.label)} {c.latex_arrow}" for c in COLUMNS)]
+    cols = "l" + "r" + "r" * len(table.shown)
+    header = ["Method", "$n$", *(f"{latex_escape(c.label)} {c.latex_arrow}" for c in table.shown)]
     lines = [
         "% Generated by python -m unlearn.results; needs \\usepackage{booktabs}",
         r"\begin{table}[t]", r"\centering", r"\small",
@@ -397,7 +377,7 @@ def to_latex(table: Table) -> str:
     ]
     for i, row in enumerate(table.rows):
         cells = []
-        for c in COLUMNS:
+        for c in table.shown:
             text = column_cell(row, c).replace(T_MARK, r"$^\dagger$")
             cells.append(rf"\textbf{{{text}}}" if _is_best(table, row, c) else text)
         label = "Original" if row.method == ORIGINAL else latex_escape(row.label)
@@ -411,7 +391,7 @@ def to_latex(table: Table) -> str:
 def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    names = metric_names()
+    names = metric_names(table.columns)
     writer.writerow(["experiment", "method", "n", "seeds",
                      *(f"{k}_{s}" for k in names for s in ("mean", "lo", "hi", "std", "interval"))])
     for row in table.rows:
@@ -430,7 +410,7 @@ def runs_to_csv(runs: Sequence[Run]) -> str:
     """One line per run dir (every status), with its after-metrics and final losses."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    names = metric_names()
+    names = metric_names(columns_of(runs))
     objectives = objective_names(runs)
     writer.writerow(["experiment", "method", "seed", "status", "path", "steps", "wall_time_s",
                      *(f"after/{k}" for k in names), *(f"final/loss/{o}" for o in objectives), "error"])
@@ -481,14 +461,14 @@ def to_dataframe(table: Table):
     records = []
     for row in table.rows:
         rec = {"method": row.method, "seeds": row.n}
-        for c in COLUMNS:
+        for c in table.shown:
             rec[f"{c.label} {c.arrow}"] = column_cell(row, c)
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
 __all__ = [
-    "COLUMNS", "METHOD_ORDER", "ORIGINAL", "Column", "Row", "Table", "build_table", "build_tables",
+    "METHOD_ORDER", "ORIGINAL", "Column", "Row", "Table", "build_table", "build_tables",
     "cell", "mean_std", "method_sort_key", "runs_to_csv", "steps_to_csv", "to_csv", "to_dataframe", "to_latex",
     "to_markdown", "write_table",
 ]
