@@ -124,3 +124,30 @@ def test_bad_objective_lists_fail_clearly(make_config, tmp_path: Path) -> None:
         run_experiment(make_config(*TINY, "aggregator=weighted_sum", "aggregator.weights=[1,1]",
                                    "trainer.max_consecutive_skips=1"), tmp_path)
     assert [o.name for o in mollm_objectives(UCE())] == ["forget", "kl", "retain"]
+
+
+def test_results_follow_each_runs_objectives(tmp_path: Path) -> None:
+    """Tables, CSVs and descent counts use each run's own objective list (yao has no retain)."""
+    from unlearn.results.collect import Run, objective_names, run_objectives
+    from unlearn.results.plots import descent_violations
+    from unlearn.results.tables import steps_to_csv
+
+    def step(names, bad=()):
+        rec = {"step": 1, "skipped": 0, "direction_norm": 1.0}
+        for n in names:
+            rec.update({f"loss/{n}": 1.0, f"grad_norm/{n}": 1.0, f"descent/{n}": -1.0 if n in bad else 1.0})
+        return rec
+
+    yao = ("forget", "mismatch", "kl")
+    runs = [Run(tmp_path / "a", "x", "uce+dual", 0, "completed", {"objectives": ["forget", "kl", "retain"]},
+                metrics=[step(("forget", "kl", "retain"))]),
+            Run(tmp_path / "b", "x", "ga,mismatch,kl+dual", 0, "completed", {"objectives": list(yao)},
+                metrics=[step(yao, bad=("mismatch",))]),
+            Run(tmp_path / "c", "x", "uce+mgda", 0, "completed", {}, metrics=[])]  # older run: MOLLM's
+    assert run_objectives(runs[2]) == ("forget", "kl", "retain")
+    assert objective_names(runs) == ("forget", "kl", "retain", "mismatch")
+    header = steps_to_csv(runs).splitlines()[0].split(",")
+    assert "loss/mismatch" in header and "descent/retain" in header
+    shares = descent_violations(runs)["dual"]
+    assert shares["steps"] == 2 and shares["any"] == 0.5 and shares["mismatch"] == 1.0
+    assert shares["retain"] == 0.0 and shares["kl"] == 0.0  # retain counted on the run that has it

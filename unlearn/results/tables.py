@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names
+from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names, run_objectives
 from unlearn.results.columns import Column, columns_of, displayed, example_files, per_prompt_fields
 from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
 from unlearn.results.records import StageRecords, majority_key, stage_records
@@ -236,6 +236,11 @@ def mixed_settings(runs: Sequence[Run]) -> list[str]:
     return sorted(keys - {"seed"})
 
 
+def weights_of(run: Run) -> list[float] | None:
+    """The run's fixed ``aggregator.weights`` (weighted sum), or None."""
+    return _get(run.config, "aggregator.weights")
+
+
 def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     """Settings and provenance shown under a table (from the completed runs)."""
     completed = [r for r in runs if r.completed] or list(runs)
@@ -251,10 +256,10 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     mixed = mixed_settings(completed)
     if mixed:
         notes["settings that differ between seeds of one method"] = ", ".join(mixed)
-    weights = sorted({f"{r.method}: {_get(r.config, 'aggregator.weights')}" for r in completed
-                      if _get(r.config, "aggregator.weights") is not None})
+    weights = sorted({f"{r.method}: " + ", ".join(f"{o} {w}" for o, w in zip(run_objectives(r), weights_of(r)))
+                      for r in completed if weights_of(r) is not None})
     if weights:
-        notes["weighted_sum weights (forget, kl, retain)"] = "; ".join(weights)
+        notes["weighted_sum weights"] = "; ".join(weights)
     for key in ("eval/judge", "eval/scorer", "eval/labels/toxicity", "eval/labels/obscene",
                 "eval/fluency_reference"):
         if key in s:
