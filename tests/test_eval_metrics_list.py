@@ -10,10 +10,17 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
-from unlearn.evaluation.metrics import (Column, EvalContext, Metric, MetricConfigError, MetricOutput,
-                                        build_metrics, default_metric_names)
+
+from unlearn.evaluation.metrics import (
+    Column,
+    EvalContext,
+    Metric,
+    MetricConfigError,
+    MetricOutput,
+    build_metrics,
+    default_metric_names,
+)
 from unlearn.experiment import run_experiment
 from unlearn.results.collect import collect_runs
 from unlearn.results.tables import build_table, to_markdown

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
+
 from unlearn.data.sources import mismatch_examples, source
 from unlearn.data.types import Example
 from unlearn.errors import DataError

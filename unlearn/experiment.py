@@ -38,6 +38,14 @@ from unlearn.data.stream import BatchStream
 from unlearn.errors import UnlearnError
 from unlearn.evaluation.stage import EvaluationStage
 from unlearn.identity import method_label, settings_fingerprint
+from unlearn.tracking import (
+    NullTracker,
+    Tracker,
+    WandbSink,
+    redact,
+    redact_hydra_files,
+    write_json_atomic,
+)
 from unlearn.training import distributed
 from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import Objective, Objectives, mollm_objectives
@@ -45,8 +53,6 @@ from unlearn.training.probe import LossProbe, ProbeSet
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.training.trainer import UnlearningTrainer
-from unlearn.tracking import (NullTracker, Tracker, WandbSink, redact, redact_hydra_files,
-                              write_json_atomic)
 
 
 def seed_everything(seed: int) -> None:
