@@ -37,7 +37,7 @@ test: setup
 bench: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python experiments/bench_step.py
 
-# The comparison of experiment=paper_embedded (5 methods × 3 seeds on the embedded SmolLM2):
+# The comparison of experiment=paper_embedded (6 methods × 3 seeds on the embedded SmolLM2):
 # runs only the jobs that are missing (finished runs are skipped; failed or killed ones are moved
 # to outputs/sweeps/paper_embedded/.stale/ and rerun), then writes the tables and plots to
 # results/paper_embedded/. Default: 2 jobs at a time with joblib, 1 torch thread each (measured
