@@ -51,6 +51,16 @@ def make_config(data_dir: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_config(list(overrides), data_dir)
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """A fresh cache dir that shares the embedded model files of the real one."""
+    root = tmp_path_factory.mktemp("cache")
+    real = Path(os.environ.get("UNLEARN_CACHE_DIR", "~/.cache/unlearn")).expanduser() / "models"
+    if real.is_dir():
+        (root / "models").symlink_to(real, target_is_directory=True)
+    return root
+
+
 # Settings that keep a tiny_random run to about a second per step on 2 CPU cores.
 TINY = [
     "model=tiny_random",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -46,20 +45,11 @@ class QuestionMarks(Metric):
                             per_prompt={"has_question_mark": [bool(f) for f in flags]})
 
 
-@pytest.fixture(scope="module")
-def isolated_cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cache")
-    real = Path(os.environ.get("UNLEARN_CACHE_DIR", "~/.cache/unlearn")).expanduser() / "models"
-    if real.is_dir():
-        (root / "models").symlink_to(real, target_is_directory=True)
-    return root
-
-
-def test_a_new_metric_needs_one_module_and_one_entry(make_config, isolated_cache: Path, tmp_path: Path) -> None:
+def test_a_new_metric_needs_one_module_and_one_entry(make_config, cache_dir: Path, tmp_path: Path) -> None:
     """Only the new metric and utility run (no judge is built); its column reaches the table."""
     entries = f"eval.metrics=[utility,{{_target_:{QUESTION_MARKS['_target_']}}}]"
     run_dir = tmp_path / "sweep" / "run"
-    summary = run_experiment(make_config(*EVAL, entries, f"cache_dir={isolated_cache}"), run_dir)
+    summary = run_experiment(make_config(*EVAL, entries, f"cache_dir={cache_dir}"), run_dir)
     assert summary["status"] == "completed"
     assert "eval/after/harmful_rate" not in summary and "eval/judge" not in summary
     answers = [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
@@ -98,7 +88,7 @@ def test_bad_metric_entries_fail_with_the_fix(entries, message) -> None:
         build_metrics(entries)
 
 
-def test_freshqa_and_lm_eval_metrics_on_tiny(make_config, isolated_cache: Path, tmp_path: Path) -> None:
+def test_freshqa_and_lm_eval_metrics_on_tiny(make_config, cache_dir: Path, tmp_path: Path) -> None:
     """FreshQA loss and MMLU-dev accuracy (lm-eval, offline task) as configured metrics."""
     pytest.importorskip("inspect_evals")
     pytest.importorskip("lm_eval")
@@ -106,7 +96,7 @@ def test_freshqa_and_lm_eval_metrics_on_tiny(make_config, isolated_cache: Path, 
                "{_target_:unlearn.evaluation.metrics.lm_eval.LmEvalTasks,tasks:[mmlu_dev_offline],limit:5,"
                "include_defaults:false}]")
     run_dir = tmp_path / "sweep" / "run"
-    summary = run_experiment(make_config(*EVAL, entries, f"cache_dir={isolated_cache}"), run_dir)
+    summary = run_experiment(make_config(*EVAL, entries, f"cache_dir={cache_dir}"), run_dir)
     assert summary["status"] == "completed"
     for stage in ("before", "after"):
         rows = [json.loads(x) for x in (run_dir / "freshqa.jsonl").read_text().splitlines()]

@@ -29,16 +29,6 @@ FAST_EVAL = [o for o in TINY if not o.startswith("eval.")] + [
 ]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """A fresh cache dir that shares the embedded model files of the real one."""
-    root = tmp_path_factory.mktemp("cache")
-    real = Path(os.environ.get("UNLEARN_CACHE_DIR", "~/.cache/unlearn")).expanduser() / "models"
-    if real.is_dir():
-        (root / "models").symlink_to(real, target_is_directory=True)
-    return root
-
-
 class KeywordJudge(HarmJudge):
     name = "keyword"
 
