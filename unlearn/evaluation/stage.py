@@ -126,9 +126,11 @@ def evaluate_context(ctx: EvalContext, metrics: Sequence[Metric]
     The summary gets each metric's intervals and values, ``n_prompts``, ``time_s`` and
     ``time/<metric>_s``."""
     t0 = time.perf_counter()
-    ctx.generations = generate_answers(ctx.model, ctx.tokenizer, ctx.prompts, ctx.max_new_tokens, ctx.batch_size,
-                                       ctx.template, ctx.progress_bar)
-    out: dict[str, float] = {"n_prompts": len(ctx.generations)}
+    out: dict[str, float] = {}
+    if any(m.needs_answers for m in metrics):
+        ctx.generations = generate_answers(ctx.model, ctx.tokenizer, ctx.prompts, ctx.max_new_tokens,
+                                           ctx.batch_size, ctx.template, ctx.progress_bar)
+        out["n_prompts"] = len(ctx.generations)
     records = [g.to_dict() for g in ctx.generations]
     files: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics:
@@ -142,10 +144,35 @@ def evaluate_context(ctx: EvalContext, metrics: Sequence[Metric]
                 raise ValueError(f"metric {metric.name}: {len(values)} values of {name!r} for {len(records)} prompts")
             for record, value in zip(records, values, strict=True):
                 record[name] = value
+            ctx.per_prompt[name] = list(values)
         files.update(result.files)
         out[f"time/{metric.name}_s"] = time.perf_counter() - t_metric
     out["time_s"] = time.perf_counter() - t0
     return out, records, files
+
+
+def preference_pairs(examples: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """``(prompt, safe answer, unsafe answer)`` of each labelled pair in ``examples`` (the forget
+    data's split): PKU rows are parsed into consecutive (response_0, response_1) examples, so a
+    pair is two neighbours with the same prompt and one safe, one unsafe label. Rows whose two
+    responses share a label (both safe or both unsafe) give no pair."""
+    out: list[tuple[str, str, str]] = []
+    for a, b in zip(examples[0::2], examples[1::2], strict=False):
+        if a.prompt == b.prompt and a.harmful != b.harmful:
+            safe, unsafe = (b, a) if a.harmful else (a, b)
+            out.append((a.prompt, safe.response, unsafe.response))
+    return out
+
+
+def baseline_for(records: Sequence[dict[str, Any]] | None, prompts: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The original model's records at ``prompts``, in that order (None without an original
+    evaluation or when a prompt is missing from it)."""
+    if records is None:
+        return None
+    by_prompt = {r.get("prompt"): r for r in records}
+    if not all(p in by_prompt for p in prompts):
+        return None
+    return [by_prompt[p] for p in prompts]
 
 
 def _lazy(part, method: str) -> Callable[[], Any]:
@@ -237,11 +264,15 @@ class EvaluationStage:
         self._reference: ReferenceLM | None = None
         self.attacks: list = []
         self.metrics: list[Metric] = []
+        self.periodic_metrics: list[Metric] = []
         self.last_labels: dict[str, Any] = {}
+        self.baseline: list[dict[str, Any]] | None = None   # the original model's per-prompt records
         if not self.enabled:
             return
         # a bad entry fails here, before training
         self.metrics = build_metrics(self.metric_entries())
+        periodic = self.ecfg.get("periodic_metrics")
+        self.periodic_metrics = self.metrics if periodic is None else build_metrics(list(periodic))
         if self.ecfg.get("attacks"):
             from unlearn.evaluation.attacks import build_attacks
 
@@ -255,6 +286,7 @@ class EvaluationStage:
         if self.ecfg.get("utility_max_examples"):
             normal = normal[: int(self.ecfg.utility_max_examples)]
         self.normal_pairs = [(e.prompt, e.response) for e in normal]
+        self.preference_pairs = preference_pairs(forget)
 
     # -- lazily built parts
     @property
@@ -300,15 +332,18 @@ class EvaluationStage:
         fluency reference, …) and ``eval/columns`` (:func:`metric_labels`)."""
         return metric_labels(self.metrics, {"eval/split": self.ecfg.get("split", "eval"), **self.last_labels})
 
-    def run(self, model, reference: ReferenceLM, prompts: Sequence[str] | None = None):
+    def run(self, model, reference: ReferenceLM, prompts: Sequence[str] | None = None,
+            metrics: Sequence[Metric] | None = None):
         ds = self.cfg.dataset
-        ctx = EvalContext(model, self.loaded.tokenizer, list(prompts if prompts is not None else self.prompts), [],
+        prompts = list(prompts if prompts is not None else self.prompts)
+        ctx = EvalContext(model, self.loaded.tokenizer, prompts, [],
                           self.normal_pairs, reference, lambda: self.judge, lambda: self.scorer,
                           template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
                           batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
-                          bootstrap=dict(BOOTSTRAP))
+                          bootstrap=dict(BOOTSTRAP), preference_pairs=list(self.preference_pairs),
+                          baseline=baseline_for(self.baseline, prompts))
         with preserved_rng():
-            result = evaluate_context(ctx, self.metrics)
+            result = evaluate_context(ctx, self.metrics if metrics is None else metrics)
         self.last_labels.update(ctx.labels)
         return result
 
@@ -376,11 +411,13 @@ class EvaluationStage:
             path = cache_path(self.cfg.cache_dir, cache_key(self.key_parts()))
             hit = read_cache(path)
             if hit is not None:
+                self.baseline = hit["records"]
                 self._save(hit["records"], stage, hit.get("files"))
                 return {**hit["labels"], **self._prefixed(stage, hit["metrics"]), f"eval/{stage}/cached": 1}
         reference = self.fixed_reference() or self_reference(model, self.loaded.tokenizer,
                                                              f"original ({self.loaded.name})")
         metrics, records, files = self.run(model, reference)
+        self.baseline = records
         labels = self.labels()
         attacked = self.attack(model, records, stage)
         labels.update({k: v for k, v in attacked.items() if k.startswith("eval/labels/")})
@@ -405,8 +442,10 @@ class EvaluationStage:
 
     def periodic(self, tracker, model, reference_fn: ReferenceFn,
                  then: Callable[[int], None] | None = None) -> Callable[[int], None] | None:
-        """``on_step_end`` callback: every ``eval.every_n_steps`` steps evaluate on the first
-        ``eval.every_n_prompts`` prompts and log ``eval/<metric>`` at that step; calls ``then``."""
+        """``on_step_end`` callback: every ``eval.every_n_steps`` steps compute
+        ``eval.periodic_metrics`` (the likelihood metrics by default, no generation; null: every
+        metric, on the first ``eval.every_n_prompts`` prompts) and log ``eval/<metric>`` at that
+        step; calls ``then``."""
         every = int(self.ecfg.get("every_n_steps") or 0) if self.enabled else 0
         if every <= 0:
             return then
@@ -416,7 +455,7 @@ class EvaluationStage:
             if step % every == 0:
                 reference = self.fixed_reference() or ReferenceLM(
                     reference_fn, self.loaded.tokenizer, next(model.parameters()).device, "original")
-                metrics, records, files = self.run(model, reference, prompts)
+                metrics, records, files = self.run(model, reference, prompts, self.periodic_metrics)
                 self._save(records, f"step_{step}", files)
                 tracker.log({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
             if then is not None:

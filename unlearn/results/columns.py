@@ -42,9 +42,9 @@ def per_prompt_fields(columns: Sequence[Column]) -> dict[str, str]:
     return {c.key: c.field for c in columns if c.field}
 
 
-def example_files(columns: Sequence[Column]) -> dict[str, str]:
-    """metric key → the ``<name>.jsonl`` file with its per-example ``value`` fields."""
-    return {c.key: c.examples for c in columns if c.examples}
+def example_files(columns: Sequence[Column]) -> dict[str, tuple[str, str]]:
+    """metric key → (the ``<name>.jsonl`` file, the field of its per-example values)."""
+    return {c.key: (c.examples, c.example_field) for c in columns if c.examples}
 
 
 __all__ = ["Column", "columns_of", "default_columns", "displayed", "example_files", "per_prompt_fields"]

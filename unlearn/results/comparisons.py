@@ -1,4 +1,5 @@
-"""Every method against a reference method (default ``uce+dual``, MOLLM): paired differences.
+"""Every method against a reference method (default ``uce+dual``, MOLLM) and against the original
+model: paired differences.
 
 For a metric with per-prompt records in both methods (:mod:`unlearn.results.records`), the
 difference ``D = mean(method) − mean(reference)`` over the shared prompts comes with
@@ -130,6 +131,42 @@ def comparisons(table: Table, reference: str = REFERENCE, settings: Bootstrap | 
     return [compare(table, m, reference, k, settings) for m in methods for k in compared(table)]
 
 
+def against_original(table: Table, settings: Bootstrap | None = None) -> list[Comparison]:
+    """Every method's after-training values minus the original model's (its ``before`` records,
+    the same prompts): ``D = mean(method) − mean(original)``, paired by prompt with the method's
+    seeds (the original is one fixed model, so it adds no seed term). Metrics without per-prompt
+    records in both are left untested (the reason says so)."""
+    from unlearn.results.columns import example_files, per_prompt_fields
+    from unlearn.results.records import stage_records
+
+    settings = settings or table.bootstrap
+    sources = {"fields": per_prompt_fields(table.columns), "examples": example_files(table.columns)}
+    found = []
+    for method in [r.method for r in table.rows if r.method != ORIGINAL]:
+        runs = table.method_runs(method)
+        before = next((rec for rec in (stage_records(r, "before", **sources) for r in runs) if rec is not None), None)
+        for metric in compared(table):
+            mat_m = metric_matrix(table.records_of(runs), metric)
+            mat_o = metric_matrix([before], metric) if before is not None else None
+            ok = (mat_m is not None and mat_o is not None and mat_m.shape[1] == mat_o.shape[1]
+                  and agrees_with_summary(mat_m, runs, metric, "after")
+                  and agrees_with_summary(mat_o, runs[:1], metric, "before"))
+            if ok and metric in before.values:
+                ok = all(rec is not None and rec.key == before.key for rec in table.records_of(runs))
+            name = "utility_loss" if metric == UTILITY else metric
+            if not ok:
+                found.append(Comparison(method, name, None, "", 0, (len(runs), 1),
+                                        reason="no per-prompt records of both the method and the original"))
+                continue
+            interval = paired_difference(mat_m, mat_o, n_boot=settings.n_boot, level=settings.level, seed=settings.seed)
+            mcnemar = None
+            if metric == "harmful_rate":
+                shared = np.isfinite(mat_m).any(axis=0) & np.isfinite(mat_o).any(axis=0)
+                mcnemar = mcnemar_exact(majority_flags(mat_m[:, shared]), majority_flags(mat_o[:, shared]))
+            found.append(Comparison(method, name, interval, PAIRED, mat_m.shape[1], (len(runs), 1), mcnemar))
+    return found
+
+
 # ----------------------------------------------------------------------------- writing
 def difference_cell(c: Comparison, d: int = 3) -> str:
     """``+D [lo, hi]`` with ``d`` digits, ``*`` when resolved."""
@@ -223,11 +260,16 @@ def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = comparisons(table, reference)
+    original = against_original(table)
     files = {"paired_md": out_dir / "paired_differences.md", "paired_csv": out_dir / "paired_differences.csv"}
-    files["paired_md"].write_text(to_markdown(table, found, reference), encoding="utf-8")
-    files["paired_csv"].write_text(to_csv(table, found, reference), encoding="utf-8")
+    markdown = to_markdown(table, found, reference)
+    if original:
+        markdown += "\n" + to_markdown(table, original, ORIGINAL)
+    files["paired_md"].write_text(markdown, encoding="utf-8")
+    files["paired_csv"].write_text(to_csv(table, found, reference)
+                                   + to_csv(table, original, ORIGINAL).split("\n", 1)[1], encoding="utf-8")
     return files
 
 
-__all__ = ["REFERENCE", "column", "compared", "Comparison", "compare", "comparisons", "majority_flags", "reading",
+__all__ = ["REFERENCE", "against_original", "column", "compared", "Comparison", "compare", "comparisons", "majority_flags", "reading",
            "to_csv", "to_markdown", "welch_interval", "write_comparisons"]

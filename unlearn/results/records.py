@@ -7,8 +7,8 @@
 each metric column that declares a ``field`` (:mod:`unlearn.results.columns`) has its
 per-prompt values there and the summary value is their mean over answers (with a value): by
 default ``harmful_rate`` ← ``harmful``, ``toxicity``, ``obscene``, ``fluency_ppl`` (None for an
-empty answer). A column that declares ``examples`` has per-example ``value`` fields in
-``<examples>.jsonl`` (same ``stage`` blocks), whose mean is the summary value.
+empty answer). A column that declares ``examples`` has per-example values (its ``example_field``,
+default ``value``) in ``<examples>.jsonl`` (same ``stage`` blocks), whose mean is the summary value.
 
 Utility: per-example NLLs of the held-out normal answers, when the run wrote them (see
 :func:`utility_values`); ``utility_ppl = exp(Σ nll / Σ n)``, so each example's value is its
@@ -96,18 +96,18 @@ def utility_values(run_dir: Path, stage: str) -> tuple[np.ndarray | None, str]:
     return None, f"no per-example utility file ({' / '.join(UTILITY_FILES)})"
 
 
-def example_values(run_dir: Path, name: str, stage: str) -> np.ndarray | None:
-    """The ``value`` fields of ``<name>.jsonl``'s last ``stage`` block (None: no file or block)."""
+def example_values(run_dir: Path, name: str, stage: str, field_name: str = "value") -> np.ndarray | None:
+    """The ``field_name`` fields of ``<name>.jsonl``'s last ``stage`` block (None: no file or block)."""
     path = Path(run_dir) / f"{name}.jsonl"
     block = last_block(read_metrics(path), stage) if path.is_file() else []
-    return np.array([as_float(r.get("value")) for r in block], dtype=float) if block else None
+    return np.array([as_float(r.get(field_name)) for r in block], dtype=float) if block else None
 
 
 def stage_records(run: Run, stage: str = "after", fields: dict[str, str] | None = None,
-                  examples: dict[str, str] | None = None) -> StageRecords | None:
+                  examples: dict[str, str | tuple[str, str]] | None = None) -> StageRecords | None:
     """The per-prompt values of ``run`` at ``stage`` (``fields``: metric → generations.jsonl field,
     default: the default metrics' declarations) and per-example values (``examples``: metric →
-    file name), or None without a generations file/block."""
+    file name, or (file name, field)), or None without a generations file/block."""
     if fields is None:
         from unlearn.results.columns import default_columns, per_prompt_fields
 
@@ -117,8 +117,10 @@ def stage_records(run: Run, stage: str = "after", fields: dict[str, str] | None 
         return None
     values = {metric: np.array([as_float(r.get(field_name)) for r in block], dtype=float)
               for metric, field_name in fields.items()}
-    per_example = {metric: v for metric, name in (examples or {}).items()
-                   if (v := example_values(run.path, name, stage)) is not None}
+    sources = {metric: (source, "value") if isinstance(source, str) else tuple(source)
+               for metric, source in (examples or {}).items()}
+    per_example = {metric: v for metric, (name, field_name) in sources.items()
+                   if (v := example_values(run.path, name, stage, field_name)) is not None}
     utility, source = utility_values(run.path, stage)
     return StageRecords(tuple(str(r.get("prompt", "")) for r in block), values, per_example, utility, source)
 

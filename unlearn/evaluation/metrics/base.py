@@ -45,6 +45,13 @@ class EvalContext:
     progress_bar: bool = False
     bootstrap: dict[str, Any] = field(default_factory=lambda: {"n_boot": 2000, "level": 0.95, "seed": 0})
     labels: dict[str, Any] = field(default_factory=dict)   # what the metrics said they used
+    # held-out (prompt, safe answer, unsafe answer) triples of the forget data (likelihood metrics)
+    preference_pairs: list[tuple[str, str, str]] = field(default_factory=list)
+    # the original model's per-prompt records at this evaluation's prompts (None: this *is* the
+    # original model's evaluation); length-controlled metrics compare against its answers
+    baseline: list[dict[str, Any]] | None = None
+    # per-prompt values written by the metrics computed so far in this evaluation (name → list)
+    per_prompt: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def answers(self) -> list[str]:
@@ -83,6 +90,9 @@ class Metric(ABC):
 
     name: str = "metric"
     columns: tuple[Column, ...] = ()
+    # False for a metric that reads only the model (likelihoods), not generated answers: an
+    # evaluation whose metrics all say False generates nothing (cheap periodic curves)
+    needs_answers: bool = True
 
     @abstractmethod
     def compute(self, ctx: EvalContext) -> MetricOutput:

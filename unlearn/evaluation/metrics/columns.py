@@ -13,8 +13,8 @@ class Column:
     ``display``: a column of the markdown/LaTeX table (otherwise CSV only). ``field``: the
     ``generations.jsonl`` field holding its per-prompt values, whose mean is the metric (seeds ×
     prompts intervals and paired comparisons use them). ``examples``: a ``<name>.jsonl`` file of
-    the run dir whose per-example ``value`` fields average to the metric (``stage`` as in
-    generations.jsonl). ``interval``: summary keys of the metric's own per-run bounds, shown as
+    the run dir whose per-example ``example_field`` fields (default ``value``) average to the
+    metric (``stage`` as in generations.jsonl). ``interval``: summary keys of the metric's own per-run bounds, shown as
     the mean of those bounds (such a column is not compared between methods)."""
 
     key: str
@@ -25,6 +25,7 @@ class Column:
     field: str | None = None
     examples: str | None = None
     interval: tuple[str, str] | None = None
+    example_field: str = "value"
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):
