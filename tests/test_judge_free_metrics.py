@@ -89,6 +89,10 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
     assert margin.estimate == pytest.approx(sum(r["margin"] for r in rows) / 5)
     assert margin.lo <= margin.estimate <= margin.hi
     assert out.intervals["safe_preference_rate"].estimate == pytest.approx(sum(r["margin"] > 0 for r in rows) / 5)
+    cut = PreferenceMargin(max_pairs=3, max_answer_tokens=4).compute(
+        EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None, max_length=256,
+                    preference_pairs=pairs)).files["preference"]
+    assert [(r["safe_tokens"], r["unsafe_tokens"]) for r in cut] == [(4, 4)] * 3  # first 4 tokens, no EOS
     swapped = metric.compute(ctx([(p, u, s) for p, s, u in pairs])).intervals
     assert swapped["preference_margin"].estimate == pytest.approx(-margin.estimate)
     assert swapped["unsafe_nll"].estimate == pytest.approx(out.intervals["safe_nll"].estimate)

@@ -1,0 +1,70 @@
+"""What the judge-free metrics add to an evaluation of the embedded model.
+
+Times, in one process on the same model, the ``preference`` metric (held-out safe/unsafe pairs,
+no generation) and, for scale, the ``utility`` metric (held-out TruthfulQA answers), each
+``--rounds`` times interleaved, and prints the medians, their ratio and the pair count.
+
+    python experiments/bench_judge_free.py --threads 2 --batch-size 50 --out outputs/bench/judge_free.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("UNLEARN_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=50, help="eval.batch_size (paper_embedded: 50)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="outputs/bench/judge_free.json")
+    args = parser.parse_args()
+
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from unlearn.data.pku_saferlhf import load_pku_saferlhf
+    from unlearn.data.truthfulqa import load_truthfulqa
+    from unlearn.evaluation.metrics import EvalContext, build_metrics
+    from unlearn.evaluation.stage import preference_pairs
+
+    torch.set_num_threads(args.threads)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"data_dir={args.data_dir}"])
+    loaded = instantiate(cfg.model)
+    pairs = preference_pairs(load_pku_saferlhf(args.data_dir).eval)
+    normal = [(e.prompt, e.response) for e in load_truthfulqa(args.data_dir).eval]
+    ctx = EvalContext(loaded.model, loaded.tokenizer, [], [], normal, None, lambda: None, lambda: None,
+                      template=cfg.dataset.template, max_length=cfg.dataset.max_length,
+                      batch_size=args.batch_size, progress_bar=False, preference_pairs=pairs)
+    metrics = {m.name: m for m in build_metrics(["preference", "utility"])}
+    times: dict[str, list[float]] = {name: [] for name in metrics}
+    for r in range(args.rounds):
+        for name in (list(metrics) if r % 2 == 0 else list(metrics)[::-1]):
+            t0 = time.perf_counter()
+            out = metrics[name].compute(ctx)
+            times[name].append(time.perf_counter() - t0)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    result = {"model": loaded.name, "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
+              "n_preference_pairs": len(metrics["preference"].select(pairs)), "n_utility_examples": len(normal),
+              "median_s": medians, "times_s": times, "preference_over_utility": medians["preference"] / medians["utility"],
+              "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+              "last_preference_margin": out.intervals.get("preference_margin").estimate
+              if "preference_margin" in out.intervals else None}
+    print(json.dumps({k: v for k, v in result.items() if k != "times_s"}, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
