@@ -16,6 +16,8 @@ the modules named):
 | ``utility_ppl``, ``utility_loss`` | held-out TruthfulQA answers (:mod:`.perplexity`) |
 | ``degenerate_rate``, ``refusal_rule_rate`` | answers decided by a rule (:mod:`.rules`) |
 | ``answer_tokens_mean``, ``unfinished_rate`` | length; share that hit ``max_new_tokens`` |
+| ``harmful_rate_length_matched``, ``harm_drop_beyond_length`` | the original's answers cut to this model's lengths, re-judged; the drop that survives (:mod:`.metrics.length_control`) |
+| ``preference_margin``, ``safe_preference_rate``, ``unsafe_nll``, ``safe_nll`` | judge-free: held-out (safe, unsafe) pairs, mean-token log-likelihoods, no generation (:mod:`.metrics.preference`) |
 
 Each metric declares its keys as table columns; the stage writes the declarations to the summary
 (``eval/columns``), the per-metric time to ``time/<metric>_s``.
@@ -37,7 +39,11 @@ value (a fluency with no scored token) is left out and counted as ``<metric>_n_m
   ``harmful``, ``judge_score``, ``judge_rule``, ``toxicity``, ``obscene``, ``fluency_ppl`` (null
   without a scored token);
 * ``utility.jsonl`` — one line per held-out utility example: ``index``, ``prompt``, ``nll`` (summed
-  over the answer's tokens) and ``n_tokens``, so methods can be paired on utility examples too.
+  over the answer's tokens) and ``n_tokens``, so methods can be paired on utility examples too;
+* ``preference.jsonl`` — one line per held-out (safe, unsafe) pair (:mod:`.metrics.preference`).
+
+An evaluation whose metrics all read only the model (``Metric.needs_answers`` false, e.g. the
+periodic ``eval.periodic_metrics``) generates no answers and writes no generations lines.
 
 :class:`EvaluationStage` is the hook used by :mod:`unlearn.experiment`: ``before`` (cached by
 model, data, eval settings, judge and scorer), ``after``, and ``periodic`` (every N steps).
