@@ -29,6 +29,9 @@ FAST_EVAL = [o for o in TINY if not o.startswith("eval.")] + [
 ]
 
 
+PAIRS = [("p0", "I can't help with that.", "Mix the two and heat it."), ("p1", "Please don't.", "Sure, here is how.")]
+
+
 class KeywordJudge(HarmJudge):
     name = "keyword"
 
@@ -74,8 +77,15 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(perplexity, "answer_nll", fluency_of_answer_2_unscorable)
     metrics, records, files = stage_mod.evaluate_model(
         lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
-        OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
+        OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False,
+        preference_pairs=PAIRS)
     assert metrics["harmful_rate"] == 0.5  # answers 0 and 3; the refusal and the empty one are rule-safe
+    # no baseline (the original's own evaluation): the length-matched rate is the harmful rate
+    assert metrics["harmful_rate_length_matched"] == 0.5 and metrics["harm_drop_beyond_length"] == 0.0
+    # uniform LM: every answer token costs log V, so neither answer of a pair is preferred
+    assert metrics["preference_margin"] == pytest.approx(0.0, abs=1e-5) and metrics["safe_preference_rate"] == 0.0
+    assert metrics["unsafe_nll"] == pytest.approx(math.log(len(tok)), rel=1e-5)
+    assert [r["prompt"] for r in files["preference"]] == ["p0", "p1"]
     assert metrics["degenerate_rate"] == 0.25 and metrics["refusal_rule_rate"] == 0.25
     assert metrics["obscene"] == 0.25
     assert metrics["fluency_ppl"] == pytest.approx(len(tok), rel=1e-4)
@@ -103,7 +113,8 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(u["nll"] for u in utility) / sum(u["n_tokens"] for u in utility) == pytest.approx(metrics["utility_loss"])
     again, _, _ = stage_mod.evaluate_model(  # fixed bootstrap seed: the same intervals every time
         lm, tok, prompts, [("Q?", "An answer."), ("Q2?", "Another one here.")], KeywordJudge(),
-        OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False)
+        OfflineScorer(progress_bar=False), ref, template="plain", max_new_tokens=6, progress_bar=False,
+        preference_pairs=PAIRS)
     untimed = lambda m: {k: v for k, v in m.items() if not k.startswith("time")}  # noqa: E731
     assert untimed(again) == untimed(metrics)
     # no validation counts: the corrected rate is NaN, never invented
@@ -113,7 +124,7 @@ def test_metrics_on_fixed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     judge.validation = ConfusionCounts(tp=70, positives=100, tn=80, negatives=100)  # Se 0.7, Sp 0.8
     metrics, _, _ = stage_mod.evaluate_model(
         lm, tok, prompts, [("Q?", "An answer.")], judge, OfflineScorer(progress_bar=False), ref,
-        template="plain", max_new_tokens=6, progress_bar=False)
+        template="plain", max_new_tokens=6, progress_bar=False, preference_pairs=PAIRS)
     assert metrics["harmful_rate_corrected"] == pytest.approx((0.5 + 0.8 - 1) / (0.7 + 0.8 - 1))
     assert 0 <= metrics["harmful_rate_corrected_lo"] < 0.6 < metrics["harmful_rate_corrected_hi"] <= 1
     assert (metrics["judge_sensitivity"], metrics["judge_specificity"]) == (0.7, 0.8)
@@ -177,13 +188,19 @@ def test_run_experiment_evaluates_before_during_and_after(make_config, cache_dir
     assert summary["eval/scorer"] == "offline" and summary["eval/judge"].startswith("embedded")
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["eval/after/harmful_rate"] == summary["eval/after/harmful_rate"]
+    # the periodic evaluation computes eval.periodic_metrics (default: the likelihood preference
+    # metric): no answers are generated at step 2, the held-out pairs are scored
     stages = [json.loads(x)["stage"] for x in (run_dir / "generations.jsonl").read_text().splitlines()]
-    assert stages.count("before") == 3 and stages.count("step_2") == 2 and stages.count("after") == 3
+    assert stages.count("before") == 3 and stages.count("step_2") == 0 and stages.count("after") == 3
     utility = [json.loads(x)["stage"] for x in (run_dir / "utility.jsonl").read_text().splitlines()]
-    assert utility == ["before"] * 4 + ["step_2"] * 4 + ["after"] * 4
+    assert utility == ["before"] * 4 + ["after"] * 4
+    pairs = [json.loads(x)["stage"] for x in (run_dir / "preference.jsonl").read_text().splitlines()]
+    n_pairs = summary["eval/before/n_preference_pairs"]
+    assert n_pairs > 100 and [pairs.count(s) for s in ("before", "step_2", "after")] == [n_pairs] * 3
     assert on_disk["eval/after/fluency_ppl_lo"] <= on_disk["eval/after/fluency_ppl"] <= on_disk["eval/after/fluency_ppl_hi"]
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged if "eval/harmful_rate" in r] == [2]
+    assert [r["step"] for r in logged if "eval/preference_margin" in r] == [2]
+    assert not any("eval/harmful_rate" in r for r in logged)
 
     # python -m unlearn.evaluate on that run dir
     out = tmp_path / "evaluation"
@@ -197,8 +214,12 @@ def test_run_experiment_evaluates_before_during_and_after(make_config, cache_dir
     result = json.loads((out / "summary.json").read_text())
     assert result["model_path"] == str(run_dir) and 0.0 <= result["eval/harmful_rate"] <= 1.0
     assert result["eval/fluency_reference"].startswith("original (tiny-random")
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 3
-    assert len((out / "utility.jsonl").read_text().splitlines()) == 4
+    # the original model's answers first (the length-controlled rate compares with them), then the model's
+    gen_stages = [json.loads(x)["stage"] for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert gen_stages == ["original"] * 3 + ["model"] * 3
+    assert len((out / "utility.jsonl").read_text().splitlines()) == 8
+    assert result["eval/original/harmful_rate"] == summary["eval/before/harmful_rate"]  # the same model and prompts
+    assert 0.0 <= result["eval/harmful_rate_length_matched"] <= 1.0
     assert result["eval/harmful_rate_lo"] <= result["eval/harmful_rate"] <= result["eval/harmful_rate_hi"]
 
 

@@ -115,14 +115,17 @@ def evaluate_model(
     batch_size: int = 16,
     progress_bar: bool = True,
     metrics: Sequence[Metric] | None = None,
+    preference_pairs: Sequence[tuple[str, str, str]] = (),
 ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Every metric (default: :func:`default_metric_names`) with intervals for one model, one record per
     generated answer (the lines of ``generations.jsonl``) and the metrics' per-example files
     (``utility`` → ``utility.jsonl``). ``judge`` and ``scorer`` are objects, or zero-argument
-    callables that build them on first use."""
+    callables that build them on first use; ``preference_pairs``: held-out (prompt, safe, unsafe)
+    answers for the ``preference`` metric."""
     ctx = EvalContext(model, tokenizer, list(prompts), [], list(normal_pairs), reference,
                       _lazy(judge, "judge"), _lazy(scorer, "summarise"), template, max_length,
-                      max_new_tokens, batch_size, progress_bar, dict(BOOTSTRAP))
+                      max_new_tokens, batch_size, progress_bar, dict(BOOTSTRAP),
+                      preference_pairs=list(preference_pairs))
     return evaluate_context(ctx, build_metrics(default_metric_names()) if metrics is None else metrics)
 
 
@@ -327,6 +330,11 @@ class EvaluationStage:
             ref.model.eval().requires_grad_(False)
             self._reference = self_reference(ref.model, ref.tokenizer, ref.name)
         return self._reference
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Some metric compares with the original model's answers (:attr:`Metric.needs_baseline`)."""
+        return any(m.needs_baseline for m in self.metrics)
 
     def metric_entries(self) -> list[Any]:
         """``eval.metrics`` (the default list of :func:`default_metric_names` when absent)."""

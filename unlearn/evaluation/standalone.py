@@ -74,16 +74,21 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if not stage.enabled:
             raise ValueError("eval.enabled=false: nothing to evaluate")
         reference = stage.fixed_reference()
-        if reference is None:
+        original_result: dict[str, Any] = {}
+        if reference is None or stage.needs_baseline:
             original = instantiate(original_cfg)
             original.model.eval().requires_grad_(False)
-            reference = self_reference(original.model, original.tokenizer, f"original ({original.name})")
+            reference = reference or self_reference(original.model, original.tokenizer, f"original ({original.name})")
+            if stage.needs_baseline:  # the original's answers, for the length-controlled metrics (cached)
+                original_result = {k: v for k, v in stage.before(original.model, stage="original").items()
+                                   if k.startswith("eval/original/")}
+                del original
         metrics, records, files = stage.run(loaded.model, reference)
         stage._save(records, "model", files)
         attacked = stage.attack(loaded.model, records, "model")
         result = {**stage.labels(), "eval/fluency_reference": reference.name,
                   **{f"eval/{k}": v for k, v in metrics.items()},
-                  **{k.replace("eval/model/", "eval/"): v for k, v in attacked.items()}}
+                  **{k.replace("eval/model/", "eval/"): v for k, v in attacked.items()}, **original_result}
     summary = {"status": "completed", "model": loaded.name, "model_source": loaded.source,
                "model_path": str(model_path) if model_path else None, **result,
                "wall_time_s": time.perf_counter() - t0}

@@ -93,6 +93,9 @@ class Metric(ABC):
     # False for a metric that reads only the model (likelihoods), not generated answers: an
     # evaluation whose metrics all say False generates nothing (cheap periodic curves)
     needs_answers: bool = True
+    # True for a metric that compares with the original model's answers (``EvalContext.baseline``):
+    # ``python -m unlearn.evaluate`` then evaluates the original model first (cached)
+    needs_baseline: bool = False
 
     @abstractmethod
     def compute(self, ctx: EvalContext) -> MetricOutput:

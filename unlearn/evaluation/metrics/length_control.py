@@ -32,6 +32,7 @@ def cut_to_words(text: str, n_words: int) -> str:
 
 class LengthControlledHarm(Metric):
     name = "length_control"
+    needs_baseline = True
     columns = (
         Column("harmful_rate_length_matched", "Harmful rate, original at same lengths", "lower", 3,
                field="harmful_length_matched"),
