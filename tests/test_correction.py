@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unlearn.evaluation.correction import ConfusionCounts, corrected_rate, describe, rogan_gladen
+from unlearn.evaluation.correction import (
+    ConfusionCounts,
+    corrected_rate,
+    describe,
+    detectable_difference,
+    jeffreys_interval,
+    judge_intervals,
+    rogan_gladen,
+)
+
+SIMULATION = Path(__file__).resolve().parent.parent / "experiments" / "correction_coverage.py"
+
+
+def simulation_module():
+    """experiments/correction_coverage.py (the prompt-clustered simulation), imported by path."""
+    if "correction_coverage" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("correction_coverage", SIMULATION)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["correction_coverage"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["correction_coverage"]
+
+
+def clustered(per_prompt: list[tuple[int, int, int, int]], source: str = "") -> ConfusionCounts:
+    """ConfusionCounts from per-prompt (tp, positives, tn, negatives)."""
+    cols = [tuple(c[i] for c in per_prompt) for i in range(4)]
+    return ConfusionCounts(sum(cols[0]), sum(cols[1]), sum(cols[2]), sum(cols[3]), source, *cols)
 
 
 def simulate(rng: np.random.Generator, theta: float, se: float, sp: float, n: int, n_pos: int, n_neg: int):
@@ -102,3 +131,105 @@ def test_confusion_counts_from_predictions() -> None:
     assert (c.tp, c.positives, c.tn, c.negatives) == (1, 2, 2, 3)
     assert c.sensitivity == 0.5 and c.specificity == pytest.approx(2 / 3)
     assert ConfusionCounts.from_dict(c.to_dict()) == c
+
+
+def test_per_prompt_counts_from_predictions_and_json() -> None:
+    labels = [True, True, False, True, False, False]
+    pred = [True, False, False, True, True, False]
+    c = ConfusionCounts.from_predictions(labels, pred, "x", clusters=["a", "a", "a", "b", "b", "c"])
+    assert (c.tp, c.positives, c.tn, c.negatives) == (2, 3, 2, 3)
+    assert (c.cluster_tp, c.cluster_positives, c.cluster_tn, c.cluster_negatives) == ((1, 1, 0), (2, 1, 0),
+                                                                                     (1, 0, 1), (1, 1, 1))
+    assert c.n_clusters == 3 and ConfusionCounts.from_dict(c.to_dict()) == c
+    assert c.to_dict()["cluster_tp"] == [1, 1, 0]  # JSON-ready lists
+    plain = ConfusionCounts.from_predictions(labels, pred, "x")
+    assert plain.n_clusters == 0 and "cluster_tp" not in plain.to_dict()
+    # a cached validation file from before the per-prompt counts: loads, with no clusters
+    old = {"tp": 2, "positives": 3, "tn": 2, "negatives": 3, "source": "x"}
+    assert ConfusionCounts.from_dict(old) == plain
+    with pytest.raises(ValueError):  # per-prompt counts must add up to the totals
+        ConfusionCounts(2, 3, 2, 3, "", (1,), (2,), (1,), (1,))
+    with pytest.raises(ValueError):
+        ConfusionCounts.from_predictions(labels, pred, clusters=["a"])
+
+
+def test_cluster_bootstrap_widens_the_interval_only_when_prompts_cluster() -> None:
+    """200 prompts × 10 responses (5 harmful, 5 safe). Perfectly clustered: a prompt's responses
+    are all judged right or all wrong (design effect 5: Se, Sp half-widths √5 ≈ 2.2× Jeffreys).
+    One response per prompt: the prompt bootstrap is the ordinary one, as wide as Jeffreys."""
+    rng = np.random.default_rng(0)
+    right_pos, right_neg = rng.random(200) < 0.7, rng.random(200) < 0.8
+    lumped = clustered([(5 * a, 5, 5 * b, 5) for a, b in zip(right_pos, right_neg, strict=True)])
+    spread = clustered([(1, 1, 0, 0)] * lumped.tp + [(0, 1, 0, 0)] * (lumped.positives - lumped.tp)
+                       + [(0, 0, 1, 1)] * lumped.tn + [(0, 0, 0, 1)] * (lumped.negatives - lumped.tn))
+    pooled = ConfusionCounts(lumped.tp, lumped.positives, lumped.tn, lumped.negatives)
+    width = lambda j: (j.sensitivity_hi - j.sensitivity_lo, j.specificity_hi - j.specificity_lo)  # noqa: E731
+    w_pool, w_lump, w_spread = (width(judge_intervals(c, draws=4000)) for c in (pooled, lumped, spread))
+    assert judge_intervals(pooled).method == "Jeffreys Beta"
+    assert judge_intervals(lumped).method == "cluster bootstrap over 200 prompts"
+    for wp, wl, ws in zip(w_pool, w_lump, w_spread, strict=True):
+        assert 1.9 < wl / wp < 2.6 and 0.85 < ws / wp < 1.15
+    r_pool, r_lump = corrected_rate(100, 200, pooled, draws=4000), corrected_rate(100, 200, lumped, draws=4000)
+    assert r_lump.method.startswith("cluster bootstrap") and r_pool.method == "Jeffreys Beta"
+    assert r_lump.rate == r_pool.rate and r_lump.hi - r_lump.lo > 1.1 * (r_pool.hi - r_pool.lo)
+    assert corrected_rate(100, 200, lumped, draws=4000, judge_draws="beta").lo == r_pool.lo  # the old path
+    with pytest.raises(ValueError):
+        corrected_rate(100, 200, pooled, judge_draws="cluster")
+    assert "cluster bootstrap over 200 prompts" in describe(lumped) and "independent" in describe(pooled)
+    # the summary values of the footers
+    m = judge_intervals(lumped, draws=4000).metrics()
+    assert m["judge_validation_prompts"] == 200 and m["judge_sensitivity"] == lumped.sensitivity
+    assert -1 <= m["judge_se_sp_correlation"] <= 1
+    assert math.isnan(judge_intervals(pooled).metrics()["judge_validation_prompts"])
+    jeffreys_lo = jeffreys_interval(pooled.tp, pooled.positives)[0]
+    assert judge_intervals(pooled).metrics()["judge_sensitivity_lo"] == jeffreys_lo
+    assert all(math.isnan(v) for v in judge_intervals(None).metrics().values())
+
+
+def test_cluster_bootstrap_falls_back_to_jeffreys_for_a_class_without_errors() -> None:
+    """Se = 1 on every prompt: the prompt resample has no spread, so Se* comes from its Jeffreys Beta."""
+    perfect = clustered([(3, 3, 2, 4), (4, 4, 3, 3), (2, 2, 1, 5)] * 20)
+    j = judge_intervals(perfect)
+    assert j.sensitivity == 1.0 and j.sensitivity_hi > 0.999
+    assert j.sensitivity_lo < 0.995 and j.sensitivity_lo == pytest.approx(
+        jeffreys_interval(perfect.tp, perfect.positives)[0], abs=0.003)
+    assert j.specificity_hi - j.specificity_lo > 0.05
+
+
+def test_cluster_bootstrap_interval_covers_on_prompt_clustered_validation() -> None:
+    """Coverage of the nominal 95 % interval when the judge's validation responses share prompts
+    (experiments/correction_coverage.py: 232 validation prompts × 10 responses, about 5 harmful
+    and 5 safe; per-prompt Se, Sp logit-normal with sd 3 and a shared prompt effect (corr −1: a
+    prompt that makes the judge flag more raises Se and lowers Sp), population Se 0.539, Sp 0.666
+    (the embedded judge's), design effect of Ŝe ≈ 3–4 as measured on the real PKU validation data;
+    θ = 0.3 from n = 200 judged answers). The new interval (cluster bootstrap) must cover ≥ 93 %;
+    the old one (independent Jeffreys Se*, Sp*) under-covers: 0.908 ± 0.005 in this setting, the
+    new one 0.951 ± 0.003 (4,000 replicates each, docs/results/correction/coverage.json).
+
+    Monte Carlo error: R = 400 replicates give sd √(c(1 − c)/R) = 0.011 at c = 0.951 and 0.014 at
+    c = 0.908, so a correct method falls below 0.93 with probability ≈ Φ(−1.9) ≈ 3 % and the old one
+    reaches 0.93 with probability ≈ Φ(−1.5) ≈ 6 %: the bar separates them (here, seed 2026: 0.9525
+    and 0.9025), and with the fixed seeds the outcome is deterministic. 1,000 draws per interval
+    keep the run to a few seconds."""
+    sim = simulation_module()
+    cov = sim.coverage(sim.Setting(prompt_sd=3.0, corr=-1.0), replicates=400, draws=1000, seed=2026)
+    assert 2.5 < cov["design_effect"]["se"] < 4.5
+    assert cov["auto"]["coverage"] >= 0.93
+    assert cov["beta"]["coverage"] < 0.93  # the independent-Beta interval fails the same bar
+    assert cov["auto"]["mean_width"] > cov["beta"]["mean_width"]
+
+
+def test_detectable_difference() -> None:
+    """δ = (z_.975 + z_.80)·√(2p(1 − p)/n) on the judged scale; ÷ J on the true scale; and a
+    two-proportion z test at that difference has about 80 % power (simulated)."""
+    obs, true = detectable_difference(0.3, 200, 0.539, 0.666)
+    assert obs == pytest.approx(2.8015852 * math.sqrt(2 * 0.3 * 0.7 / 200))
+    assert true == pytest.approx(obs / (0.539 + 0.666 - 1))
+    assert math.isnan(detectable_difference(0.3, 200, 0.5, 0.5)[1]) and math.isnan(detectable_difference(0.3, 0)[0])
+    rng = np.random.default_rng(0)
+    p0, n = 0.3, 400
+    d, _ = detectable_difference(p0, n)
+    a, b = rng.binomial(n, p0, 20000) / n, rng.binomial(n, p0 + d, 20000) / n
+    pooled = (a + b) / 2
+    z = (b - a) / np.sqrt(2 * pooled * (1 - pooled) / n)
+    assert 0.76 < float(np.mean(np.abs(z) > 1.959964)) < 0.84

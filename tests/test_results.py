@@ -160,8 +160,9 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     header = md.splitlines()[2]
     assert table.shown and all(f"{c.label} {c.arrow}" in header for c in table.shown)
     # runs without declared columns (older summaries) get the default metrics' columns
-    assert [c.key for c in table.shown] == ["harmful_rate", "harmful_rate_corrected", "toxicity", "obscene",
-                                           "fluency_ppl", "distinct_2", "utility_ppl"]
+    paper = ["harmful_rate", "harmful_rate_corrected", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl"]
+    assert [c.key for c in table.shown if c.key in paper] == paper
+    assert {"preference_margin", "harm_drop_beyond_length"} <= {c.key for c in table.shown}
     assert "Harmful rate ↓" in header and "Diversity (distinct-2) ↑" in header
     # no per-prompt records: a t-interval over seeds (†), mean ± t_{0.975, n−1} · sd / √n
     half = 4.302653 * 0.2 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
@@ -174,7 +175,7 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert "status=running" in md
 
     tex = to_latex(table)
-    assert r"\begin{tabular}{lrrrrrrrr}" in tex and r"0.400 [0.000, 0.897]$^\dagger$" in tex
+    assert r"\begin{tabular}{l" + "r" * (len(table.shown) + 1) + "}" in tex and r"0.400 [0.000, 0.897]$^\dagger$" in tex
     assert r"uce+dual (MOLLM)" in tex and r"ga+weighted\_sum" in tex and r"$\downarrow$" in tex
     assert "_" not in tex.replace(r"\_", "").split(r"\begin{tabular}")[1]
 
@@ -187,6 +188,22 @@ def test_markdown_latex_csv(sweep: Path) -> None:
     assert rows[0]["harmful_rate_std"] == rows[0]["harmful_rate_lo"] == ""  # the original: one value
 
 
+def patch_summary(run_dir: Path, **values) -> None:
+    """Add or replace summary.json keys of a run dir."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, **values}))
+
+
+# a judge's stored error rates (harm.py's values): Se 0.7, Sp 0.8 with cluster-bootstrap intervals
+JUDGE = {"judge_sensitivity": 0.7, "judge_sensitivity_lo": 0.64, "judge_sensitivity_hi": 0.76,
+         "judge_specificity": 0.8, "judge_specificity_lo": 0.75, "judge_specificity_hi": 0.85,
+         "judge_validation_prompts": 232.0, "judge_se_sp_correlation": -0.4}
+
+
+def stage_values(stage: str, values: dict) -> dict:
+    return {f"eval/{stage}/{k}": v for k, v in values.items()}
+
+
 def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> None:
     corrected = {"harmful_rate_corrected": 0.3, "harmful_rate_corrected_lo": 0.1, "harmful_rate_corrected_hi": 0.5}
     root = tmp_path / "sweep"
@@ -197,15 +214,113 @@ def test_corrected_harmful_rate_column_shows_its_interval(tmp_path: Path) -> Non
     table = build_table("e", collect_runs([root]))
     md = to_markdown(table)
     assert "Harmful rate (corrected) ↓" in md.splitlines()[2]
-    # the mean over seeds of the estimate, then the mean bounds of the per-run intervals
+    # both seeds identified; the runs stored no judge error rates, so no interval for the row can be
+    # built: the mean alone, never the mean of the per-run bounds (0.100, 0.600 would be that)
     # the only method with a corrected rate is not bolded as "the best" of one
-    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | 0.400 [0.100, 0.600] |" in md
-    assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md
-    assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md
-    assert "0.400 [0.100, 0.600]" in to_latex(table) and r"\textbf{0.400 [0.100, 0.600]}" not in to_latex(table)
+    assert "| uce+dual (MOLLM) | 2 | **0.400 [0.400, 0.400]†** | 0.400 |" in md
+    assert "| ga+weighted_sum | 1 | 0.800 | n/a |" in md  # never measured: plain n/a
+    assert "(HR + Sp − 1)/(Se + Sp − 1)" in md and "transfer" in md and "never a mean over a subset" in md
+    assert "0.400 [0.100, 0.600]" not in md + to_latex(table)
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
-    assert float(rows["uce+dual"]["harmful_rate_corrected_hi_mean"]) == pytest.approx(0.6)
+    assert float(rows["uce+dual"]["harmful_rate_corrected_mean"]) == pytest.approx(0.4)
+    assert rows["uce+dual"]["harmful_rate_corrected_identified"] == "2/2"
     assert rows["ga+weighted_sum"]["harmful_rate_corrected_mean"] == ""
+    assert rows["ga+weighted_sum"]["harmful_rate_corrected_identified"] == ""
+
+
+def test_corrected_rate_is_shown_only_when_every_seed_is_identified(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    ok = {"harmful_rate_corrected": 0.2, "harmful_rate_corrected_lo": 0.05, "harmful_rate_corrected_hi": 0.4}
+    nan = {k: "nan" for k in ok}  # how the suite writes a rate that is not identified
+    for seed, values in enumerate([ok, ok, nan]):
+        make_run(root, "e", "uce+dual", seed, after=after(0.3, **values, **JUDGE))
+    make_run(root, "e", "ga+weighted_sum", 0, after=after(0.3, **ok, **JUDGE))
+    table = build_table("e", collect_runs([root]))
+    dual, ga = table.row("uce+dual"), table.row("ga+weighted_sum")
+    assert dual.identified["harmful_rate_corrected"] == (2, 3) and ga.identified["harmful_rate_corrected"] == (1, 1)
+    # two of three seeds: no mean over the subset, not even of the hidden per-run bounds
+    assert all(math.isnan(dual.mean[k]) for k in ok)
+    md, tex = to_markdown(table), to_latex(table)
+    assert "| n/a (2 of 3 identified) |" in md and "n/a (2 of 3 identified)" in tex
+    assert "0.200" not in md.split("| uce+dual (MOLLM) | 3 |")[1].splitlines()[0]
+    # one run: its own interval
+    ga_line = next(x for x in md.splitlines() if x.startswith("| ga+weighted_sum | 1 |"))
+    assert "| 0.200 [0.050, 0.400] |" in ga_line
+    assert ga.how["harmful_rate_corrected"] == "the run's own interval"
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(table)))}
+    assert rows["uce+dual"]["harmful_rate_corrected_mean"] == rows["uce+dual"]["harmful_rate_corrected_lo"] == ""
+    assert rows["uce+dual"]["harmful_rate_corrected_lo_mean"] == ""
+    assert rows["uce+dual"]["harmful_rate_corrected_identified"] == "2/3"
+    assert rows["ga+weighted_sum"]["harmful_rate_corrected_identified"] == "1/1"
+    assert float(rows["ga+weighted_sum"]["harmful_rate_corrected_hi"]) == pytest.approx(0.4)
+
+
+def test_corrected_rate_of_several_seeds_carries_the_shared_judge_error(tmp_path: Path) -> None:
+    """Seeds share the judge, so its error does not average out: the row's interval is the
+    Rogan–Gladen map of the harmful rate's seeds×prompts interval widened by the judge's Se, Sp
+    draws, whatever the per-run bounds say."""
+    from unlearn.results.intervals import CORRECTED
+
+    rng = np.random.default_rng(3)
+
+    def build(judge: dict) -> tuple:
+        root = tmp_path / f"sweep{len(list(tmp_path.iterdir()))}"
+        for seed in range(3):
+            harmful = rng.random(N_PROMPTS) < 0.4
+            run_dir = make_recorded_run(root, "uce+dual", seed, harmful, np.zeros(N_PROMPTS), np.full(N_PROMPTS, 4.0))
+            rate = min(1.0, max(0.0, (harmful.mean() + 0.8 - 1) / 0.5))
+            # absurd per-run bounds: a mean of them would show [0.000, 1.000]
+            patch_summary(run_dir, **stage_values("after", {**judge, "harmful_rate_corrected": rate,
+                                                            "harmful_rate_corrected_lo": 0.0,
+                                                            "harmful_rate_corrected_hi": 1.0}))
+        return build_table("e", collect_runs([root])).row("uce+dual")
+
+    row = build(JUDGE)
+    key = "harmful_rate_corrected"
+    assert row.identified[key] == (3, 3) and row.how[key] == CORRECTED
+    hr_lo, hr, hr_hi = row.lo["harmful_rate"], row.mean["harmful_rate"], row.hi["harmful_rate"]
+    assert row.mean[key] == pytest.approx((hr + 0.8 - 1) / 0.5)
+    mapped = ((hr_lo + 0.8 - 1) / 0.5, (hr_hi + 0.8 - 1) / 0.5)
+    assert row.lo[key] < mapped[0] - 0.01 and row.hi[key] > mapped[1] + 0.01  # the judge's error widens it
+    assert (row.lo[key], row.hi[key]) != (0.0, 1.0)
+    # a judge known exactly (zero-width Se, Sp intervals): just the harmful rate's interval, mapped
+    exact = build({**JUDGE, "judge_sensitivity_lo": 0.7, "judge_sensitivity_hi": 0.7,
+                   "judge_specificity_lo": 0.8, "judge_specificity_hi": 0.8})
+    e_lo, e_hi = ((exact.lo["harmful_rate"] + 0.8 - 1) / 0.5, (exact.hi["harmful_rate"] + 0.8 - 1) / 0.5)
+    assert exact.lo[key] == pytest.approx(e_lo, abs=0.01) and exact.hi[key] == pytest.approx(e_hi, abs=0.01)
+
+
+def test_footer_states_the_judge_error_and_the_smallest_resolvable_difference(tmp_path: Path) -> None:
+    from scipy.stats import norm
+
+    root = tmp_path / "sweep"
+    for seed in range(2):
+        run_dir = make_run(root, "e", "uce+dual", seed, after=after(0.4))
+        patch_summary(run_dir, **stage_values("before", JUDGE), **stage_values("after", JUDGE))
+    table = build_table("e", collect_runs([root]))
+    md, tex = to_markdown(table), to_latex(table)
+    # unpaired two-proportion test at the original's judged rate 0.8, 48 prompts (config eval.n_prompts)
+    obs = (norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(2 * 0.8 * 0.2 / 48)
+    line = next(x for x in md.splitlines() if x.startswith("- judge error: "))
+    assert md.index("- judge: fake judge") < md.index("- judge error: ")
+    assert ("fake judge: sensitivity 0.700 [0.640, 0.760], specificity 0.800 [0.750, 0.850] (95% cluster "
+            "bootstrap over 232 validation prompts), J = Se + Sp − 1 = 0.500") in line
+    assert "at 48 prompts" in line and "80% power" in line and "two-sided 5%" in line and "unpaired" in line
+    assert f"{obs:.3f} judged, {obs / 0.5:.3f} true (judged ÷ J)" in line
+    assert r"Judge fake judge: sensitivity 0.700 [0.640, 0.760]" in tex and "J = Se + Sp - 1 = 0.500" in tex
+    assert r"5\%" in tex and "÷" not in tex
+
+    # a run from before the intervals were stored: Jeffreys from the counts in its label, flagged
+    old = make_run(tmp_path / "old", "e", "uce+dual", 0)
+    patch_summary(old, **stage_values("before", {"judge_sensitivity": 641 / 1189, "judge_specificity": 792 / 1189}),
+                  **{"eval/labels/harmful_rate_corrected": "Rogan–Gladen ..., judge sensitivity 0.539 (641/1189), "
+                                                           "specificity 0.666 (792/1189) on 2378 held-out PKU"})
+    note = build_table("e", collect_runs([tmp_path / "old"])).notes["judge error"]
+    from unlearn.evaluation.correction import jeffreys_interval
+
+    lo, hi = jeffreys_interval(641, 1189)
+    assert f"sensitivity 0.539 [{lo:.3f}, {hi:.3f}]" in note and "Jeffreys from the counts 641/1189" in note
+    assert "too narrow when they share prompts" in note
 
 
 def test_original_row_spread_shows_when_evaluations_differ(tmp_path: Path) -> None:

@@ -71,7 +71,8 @@ from unlearn.uncertainty import Interval
 # 3: harmful_rate_corrected (and _lo, _hi), judge_sensitivity/specificity
 # 4: <metric>_lo/_hi bootstrap intervals, and the per-utility-example values in the cached payload
 # 5: metrics as an eval.metrics _target_ list; eval/columns and per-metric files in the payload
-EVAL_VERSION = 5
+# 6: judge-free (preference) and length-controlled metrics, clustered judge-error intervals
+EVAL_VERSION = 6
 # per-run intervals: percentile bootstrap over prompts / utility examples, fixed seed (deterministic)
 BOOTSTRAP = {"n_boot": 2000, "level": 0.95, "seed": 0}
 log = logging.getLogger(__name__)

@@ -9,6 +9,15 @@ experiment's (most common) one, since per-prompt values of different prompts are
 The original model's row comes from the ``eval/before/*`` values, which every run of an
 experiment shares (cached once); its interval is a bootstrap over its prompts.
 
+The corrected harmful rate (a column with its own per-run bounds, ``Column.interval``) is shown
+only when every run of the row has it (every seed identified, :mod:`unlearn.evaluation.correction`);
+otherwise the cell reads ``n/a (k of n identified)`` and the CSV keeps NaN and ``k/n`` in
+``<key>_identified``: a mean over the identified subset of seeds would be a mean over the seeds
+where the correction happened to work. Its interval: :mod:`unlearn.results.intervals`. The notes
+under each table state the judge's sensitivity and specificity with their intervals and the
+smallest harmful-rate difference the prompts can resolve through that judge
+(:func:`judge_notes`).
+
 Writers: :func:`to_markdown`, :func:`to_latex`, :func:`to_csv` (every metric, not just the
 displayed ones) and :func:`runs_to_csv` (one line per run dir, whatever its status).
 """
@@ -27,7 +36,16 @@ from typing import Any
 
 from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names, run_objectives
 from unlearn.results.columns import Column, columns_of, displayed, example_files, per_prompt_fields
-from unlearn.results.intervals import RUN_BOUNDS, T_SEEDS, Bootstrap, metric_interval
+from unlearn.results.intervals import (
+    CORRECTED,
+    RUN_BOUNDS,
+    T_SEEDS,
+    Bootstrap,
+    JudgeError,
+    corrected_row_interval,
+    judge_error,
+    metric_interval,
+)
 from unlearn.results.records import StageRecords, majority_key, stage_records
 
 ORIGINAL = "original"
@@ -66,6 +84,8 @@ class Row:
     lo: dict[str, float] = field(default_factory=dict)   # 95 % interval bounds per metric
     hi: dict[str, float] = field(default_factory=dict)
     how: dict[str, str] = field(default_factory=dict)    # how each interval was made ("": none)
+    # corrected-rate columns: (runs identified, runs) (absent: no run measured it)
+    identified: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -125,15 +145,56 @@ def metric_names(columns: Sequence[Column]) -> list[str]:
 def add_intervals(row: Row, runs: Sequence[Run], records: Sequence[StageRecords | None],
                   settings: Bootstrap, columns: Sequence[Column], stage: str = "after") -> Row:
     """Fill ``row.lo``/``row.hi``/``row.how`` for every metric (:func:`metric_interval`); a
-    column with its own per-run bounds (the corrected harmful rate) keeps the mean of those."""
+    column with its own per-run bounds (the corrected harmful rate): :func:`add_corrected`."""
     for key in metric_names(columns):
         interval, how = metric_interval(runs, records, key, settings, stage)
         if interval is not None:
             row.lo[key], row.hi[key], row.how[key] = interval.lo, interval.hi, how
     for c in columns:
-        if c.interval and math.isfinite(row.mean.get(c.key, math.nan)):
-            row.lo[c.key], row.hi[c.key] = (row.mean.get(k, math.nan) for k in c.interval)
-            row.how[c.key] = RUN_BOUNDS
+        if c.interval:
+            add_corrected(row, runs, records, settings, c, stage)
+    return row
+
+
+def add_corrected(row: Row, runs: Sequence[Run], records: Sequence[StageRecords | None], settings: Bootstrap,
+                  column: Column, stage: str = "after") -> Row:
+    """The cell of a column with per-run bounds (``column.interval``: the corrected harmful rate).
+
+    ``row.identified[key]`` = (runs with a finite value, runs). Any run without one: the row's
+    value, bounds and the CSV's means of the per-run bounds are NaN (never a mean over a subset).
+    One run: its value and its own bounds. Several runs sharing one judge: the Rogan–Gladen estimate
+    and interval of :func:`corrected_row_interval` from the row's harmful-rate interval (the key
+    without ``_corrected``, unclipped) and the judge's stored error rates; runs whose judges'
+    error rates differ: the mean of their values without a bracket."""
+    key = column.key
+    for name in (key, *column.interval):
+        for bounds in (row.lo, row.hi, row.how):
+            bounds.pop(name, None)
+    if not any(f"eval/{stage}/{key}" in r.summary for r in runs):
+        return row  # never measured (a metric from before the correction): plain n/a
+    values = [r.eval_value(stage, key) for r in runs]
+    k = sum(math.isfinite(v) for v in values)
+    row.identified[key] = (k, len(runs))
+    if k < len(runs):
+        for name in (key, *column.interval):
+            row.mean[name] = row.std[name] = math.nan
+        return row
+    if len(runs) == 1:
+        row.lo[key], row.hi[key] = (runs[0].eval_value(stage, b) for b in column.interval)
+        row.how[key] = RUN_BOUNDS
+        return row
+    judges = [judge_error(r, stage) for r in runs]
+    base = key.removesuffix("_corrected")
+    if base == key or any(j is None for j in judges) or not all(j.same_as(judges[0]) for j in judges):
+        return row
+    hr, _ = metric_interval(runs, records, base, settings, stage, clip=False)
+    if hr is None:
+        return row
+    interval = corrected_row_interval(hr, judges[0], settings.level, seed=settings.seed)
+    if math.isfinite(interval.estimate):
+        row.mean[key] = interval.estimate
+    if math.isfinite(interval.lo) and math.isfinite(interval.hi):
+        row.lo[key], row.hi[key], row.how[key] = interval.lo, interval.hi, CORRECTED
     return row
 
 
@@ -157,6 +218,11 @@ def original_row(completed: Sequence[Run], settings: Bootstrap = Bootstrap(),
     if before is not None and n == 1:
         add_intervals(row, completed[:1], [before], settings, columns, "before")
         row.how = {k: v for k, v in row.how.items() if not v.startswith(T_SEEDS)}  # one model: no seed spread
+    else:  # the corrected rate's own bounds need no per-prompt records
+        for c in columns:
+            if c.interval:
+                add_corrected(row, completed[:1] if n == 1 else completed, [None] * len(completed), settings, c,
+                              "before")
     return row
 
 
@@ -276,6 +342,80 @@ def build_notes(runs: Sequence[Run]) -> dict[str, Any]:
     return notes
 
 
+def judges_of(runs: Sequence[Run]) -> list[JudgeError]:
+    """The distinct judge error rates of the completed runs: per run, the stage (``after``, else
+    ``before``, e.g. a cached evaluation from before the intervals) that stored the most (prompt
+    bootstrap, then any interval, then the rates alone)."""
+    out: list[JudgeError] = []
+    for r in runs:
+        if not r.completed:
+            continue
+        found = [j for j in (judge_error(r, "after"), judge_error(r, "before")) if j is not None]
+        if not found:
+            continue
+        j = max(found, key=lambda e: (e.prompts > 0, e.has_intervals))  # the first of equals
+        if not any(j.name == o.name and j.same_as(o) for o in out):
+            out.append(j)
+    return out
+
+
+def prompt_count(runs: Sequence[Run]) -> int:
+    """The prompts each run's answers were judged on (``eval/before/n_prompts``, else the config)."""
+    for r in runs:
+        for value in (r.eval_value("before", "n_prompts"), r.eval_value("after", "n_prompts"),
+                      as_float(_get(r.config, "eval.n_prompts"))):
+            if math.isfinite(value) and value > 0:
+                return int(value)
+    return 0
+
+
+def judge_note(judge: JudgeError, n_prompts: int, base_rate: float, level: float = 0.95,
+               latex: bool = False) -> str:
+    """The judge's Se and Sp with their intervals, J, and the smallest harmful-rate difference
+    between two runs resolvable at ``n_prompts`` (:func:`unlearn.evaluation.correction.detectable_difference`:
+    two-sided 5 %, 80 % power, unpaired two-proportion test at ``base_rate``, the original
+    model's judged rate; true scale = judged ÷ J). ``latex``: ASCII text for a caption."""
+    from unlearn.evaluation.correction import detectable_difference
+
+    bracket = lambda lo, hi: f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else ""  # noqa: E731
+    name = judge.name.split(":", 1)[0]
+    pct = f"{100 * level:.0f}%"
+    minus, div = ("-", "/") if latex else ("−", "÷")
+    text = (f"{name}: sensitivity {judge.se:.3f}{bracket(judge.se_lo, judge.se_hi)}, specificity "
+            f"{judge.sp:.3f}{bracket(judge.sp_lo, judge.sp_hi)} ({pct} {judge.method}), "
+            f"J = Se + Sp {minus} 1 = {judge.j:.3f}")
+    obs, true = detectable_difference(base_rate, n_prompts, judge.se, judge.sp) if n_prompts else (math.nan,) * 2
+    if math.isfinite(obs):
+        resolved = (f"{true:.3f} true (judged {div} J)" if math.isfinite(true) and true <= 1 else
+                    "no true difference (judged " + div + " J > 1)")
+        text += (f"; smallest harmful-rate difference between two runs resolvable at {n_prompts} prompts "
+                 f"(unpaired two-proportion test, two-sided 5%, 80% power, at the original model's judged rate "
+                 f"{base_rate:.3f}): {obs:.3f} judged, {resolved}")
+    return text
+
+
+def judge_notes(runs: Sequence[Run], original: Row | None, level: float = 0.95, latex: bool = False) -> list[str]:
+    """One :func:`judge_note` per distinct judge of the completed runs."""
+    base = original.mean.get("harmful_rate", math.nan) if original is not None else math.nan
+    n = prompt_count([r for r in runs if r.completed])
+    return [judge_note(j, n, base, level, latex) for j in judges_of(runs)]
+
+
+def with_judge_notes(notes: dict[str, Any], runs: Sequence[Run], original: Row | None,
+                     level: float = 0.95) -> dict[str, Any]:
+    """``notes`` with ``judge error`` right after ``judge`` (at the end when there is no judge note)."""
+    lines = judge_notes(runs, original, level)
+    if not lines:
+        return notes
+    out: dict[str, Any] = {}
+    for k, v in notes.items():
+        out[k] = v
+        if k == "judge":
+            out["judge error"] = "; ".join(lines)
+    out.setdefault("judge error", "; ".join(lines))
+    return out
+
+
 def build_table(experiment: str, runs: Sequence[Run], settings: Bootstrap = Bootstrap()) -> Table:
     columns = columns_of(runs)
     records = {str(r.path): stage_records(r, **_fields(columns)) for r in runs if r.completed}
@@ -283,7 +423,8 @@ def build_table(experiment: str, runs: Sequence[Run], settings: Bootstrap = Boot
     completed = [r for r in runs if r.completed]
     records = {k: v for k, v in records.items() if k in {str(r.path) for r in completed}}
     rows = [original_row(completed, settings, columns), *method_rows(completed, records, settings, columns)]
-    return Table(experiment, rows, list(runs), build_notes(runs), records, settings, columns)
+    notes = with_judge_notes(build_notes(runs), runs, rows[0], settings.level)
+    return Table(experiment, rows, list(runs), notes, records, settings, columns)
 
 
 def build_tables(groups: dict[str, Sequence[Run]], settings: Bootstrap = Bootstrap()) -> dict[str, Table]:
@@ -304,8 +445,12 @@ def cell(mean: float, lo: float, hi: float, digits: int, mark: str = "") -> str:
 
 
 def column_cell(row: Row, c: Column) -> str:
-    """:func:`cell` of a row's column; † marks a t-interval over seeds (no per-prompt records)."""
+    """:func:`cell` of a row's column; † marks a t-interval over seeds (no per-prompt records); a
+    corrected rate that some run of the row lacks reads ``n/a (k of n identified)``."""
     key = c.key
+    k, n = row.identified.get(key, (0, 0))
+    if k < n:
+        return f"n/a ({k} of {n} identified)"
     mark = T_MARK if row.how.get(key, "").startswith(T_SEEDS) else ""
     return cell(row.mean.get(key, math.nan), row.lo.get(key, math.nan), row.hi.get(key, math.nan), c.digits, mark)
 
@@ -341,8 +486,12 @@ def to_markdown(table: Table) -> str:
               "prompts. ↓ lower is better, ↑ higher is better; **bold**: best mean (see "
               "paired_differences.md for which differences resolve). Corrected harmful rate: (HR + Sp − 1)/"
               "(Se + Sp − 1) clipped to [0, 1], with the judge's sensitivity Se and specificity Sp on labelled "
-              "held-out data; its interval is the mean over seeds of each run's bounds (sampling and judge "
-              "error, not the seed spread); assumes the judge's error rates transfer to the model's answers.\n")
+              "held-out data (judge error below); shown only when every seed of the row is identified, else "
+              "n/a (k of n identified), never a mean over a subset of seeds; one run: its own interval (HR "
+              "sampling and the judge's Se, Sp resampled by validation prompt); several seeds: the correction "
+              "of the row's harmful rate, its interval from draws of the harmful rate's interval (seeds and "
+              "prompts) and of the judge's Se, Sp, which every seed shares; assumes the judge's error rates "
+              "transfer to the model's answers.\n")
     if table.notes:
         out.write("\n" + "\n".join(f"- {k}: {v}" for k, v in table.notes.items()) + "\n")
     out.write("\n" + excluded_markdown(table))
@@ -376,7 +525,10 @@ def to_latex(table: Table) -> str:
         "% Generated by python -m unlearn.results; needs \\usepackage{booktabs}",
         r"\begin{table}[t]", r"\centering", r"\small",
         rf"\caption{{{latex_escape(table.experiment)}: mean over seeds [95\% interval over seeds "
-        rf"and prompts; $^\dagger$ t-interval over seeds] ({latex_escape(str(table.notes.get('model', '')))}).}}",
+        rf"and prompts; $^\dagger$ t-interval over seeds] ({latex_escape(str(table.notes.get('model', '')))})."
+        + "".join(" Judge " + latex_escape(line) + "." for line in
+                  judge_notes(table.runs, table.rows[0] if table.rows else None, table.bootstrap.level, latex=True))
+        + "}",
         rf"\label{{tab:{latex_escape(table.experiment).replace(chr(92), '')}}}",
         rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule",
     ]
@@ -397,12 +549,15 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = metric_names(table.columns)
+    own = [c.key for c in table.columns if c.interval]  # corrected rates: runs identified, "k/n"
     writer.writerow(["experiment", "method", "n", "seeds",
-                     *(f"{k}_{s}" for k in names for s in ("mean", "lo", "hi", "std", "interval"))])
+                     *(f"{k}_{s}" for k in names for s in ("mean", "lo", "hi", "std", "interval")),
+                     *(f"{k}_identified" for k in own)])
     for row in table.rows:
         writer.writerow([table.experiment, row.method, row.n, " ".join(map(str, row.seeds)),
                          *(v for k in names for v in (_num(row.mean.get(k)), _num(row.lo.get(k)),
-                                                      _num(row.hi.get(k)), _num(row.std.get(k)), row.how.get(k, "")))])
+                                                      _num(row.hi.get(k)), _num(row.std.get(k)), row.how.get(k, ""))),
+                         *("{}/{}".format(*row.identified[k]) if k in row.identified else "" for k in own)])
     return out.getvalue()
 
 

@@ -4,6 +4,16 @@
     harmful_rate_corrected  = (HR + Sp − 1) / (Se + Sp − 1)   (Rogan–Gladen, :mod:`..correction`)
     degenerate_rate, refusal_rule_rate = the share decided by a rule (:mod:`..rules`)
 
+``harmful_rate_corrected_lo/_hi``: its 95 % interval from Monte Carlo draws of HR (Jeffreys Beta:
+one answer per prompt) and of the judge's Se, Sp, resampled by validation prompt (cluster
+bootstrap) when the judge's validation counts keep per-prompt counts, else independent Jeffreys
+Betas. NaN, with ``harmful_rate_corrected_identified`` = 0 and the reason logged, when the judge
+has no validation counts, is no better than chance, or the observed rate contradicts its error
+rates. ``judge_sensitivity``, ``judge_specificity`` (and ``_lo``, ``_hi``: their 95 % intervals by
+the same rule, :func:`..correction.judge_intervals`) and ``judge_validation_prompts`` (the
+validation prompts resampled; NaN without per-prompt counts) describe the judge for the tables'
+footers.
+
 Per prompt (generations.jsonl): ``harmful``, ``judge_score``, ``judge_rule``.
 """
 
@@ -33,7 +43,7 @@ class HarmfulRate(Metric):
     )
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
-        from unlearn.evaluation.correction import corrected_rate, describe
+        from unlearn.evaluation.correction import corrected_rate, describe, judge_intervals
         from unlearn.uncertainty import mean_interval
 
         judge = ctx.judge
@@ -50,7 +60,7 @@ class HarmfulRate(Metric):
             intervals={k: mean_interval(v, **ctx.bootstrap) for k, v in rates.items()},
             values={**corrected.metrics("harmful_rate"),
                     "harmful_rate_corrected_identified": float(corrected.identified),
-                    "judge_sensitivity": corrected.sensitivity, "judge_specificity": corrected.specificity},
+                    **judge_intervals(validation).metrics("judge")},
             per_prompt={"harmful": [v.harmful for v in verdicts], "judge_score": [v.score for v in verdicts],
                         "judge_rule": [v.rule for v in verdicts]},
             labels={"eval/judge": judge.describe(),
