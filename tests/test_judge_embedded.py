@@ -3,6 +3,7 @@ code path with a tiny stand-in classifier, human-label parsing and the judge rep
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -112,8 +113,20 @@ def test_embedded_judge_validation_counts_are_cached_beside_it(tmp_path: Path,
     assert (judge.validation.tp, judge.validation.positives, judge.validation.tn, judge.validation.negatives) == \
         (expected.tp, expected.positives, expected.tn, expected.negatives) == (1, 2, 1, 2)
     assert "held-out PKU" in judge.validation.source
+    # per-prompt counts for the correction's prompt bootstrap: "new prompt" then "other"
+    assert judge.validation.n_clusters == 2 and judge.validation.cluster_tp == (1, 0)
+    assert judge.validation.cluster_negatives == (1, 1)
     (sidecar,) = (tmp_path / "judges").glob("embedded-*-validation-*.json")
     assert sidecar.stem.startswith(Path(judge.model.meta["path"]).stem)
+    # a file written before per-prompt counts existed still loads, and is rewritten with them
+    payload = json.loads(sidecar.read_text())
+    payload["counts"] = {k: v for k, v in payload["counts"].items() if not k.startswith("cluster_")}
+    sidecar.write_text(json.dumps(payload))
+    assert ConfusionCounts.from_dict(payload["counts"]).n_clusters == 0
+    upgraded = ej.build_embedded_judge(_examples(), cache_dir=str(tmp_path), features="tfidf", C=[10.0],
+                                       progress_bar=False, validation_examples=held_out)
+    assert upgraded.validation == judge.validation
+    assert json.loads(sidecar.read_text())["counts"]["cluster_tp"] == [1, 0]
 
     def no_judging(*a, **k):
         raise AssertionError("validation counts should come from the cache")

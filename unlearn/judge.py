@@ -9,7 +9,8 @@ token, refusals, "I have no comment."), none of which may be harmful. Overrides 
 overrides of conf/config.yaml, e.g.::
 
     python -m unlearn.judge
-    python -m unlearn.judge judge=embedded_answer        # the previous default (answer features only)
+    python -m unlearn.judge judge=embedded_uncut         # the previous default (no length augmentation)
+    python -m unlearn.judge judge=embedded_answer        # the default before it (answer features only)
     python -m unlearn.judge --compare                    # every offline judge design, side by side
     python -m unlearn.judge judge=beaver_dam            # GPU and hub access (or judge.path=DIR)
     python -m unlearn.judge judge=llama_guard           # meta-llama/Llama-Guard-3-8B (gated), GPU

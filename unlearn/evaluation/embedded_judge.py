@@ -3,7 +3,8 @@
 Features: :mod:`.judge_features` (answer and prompt TF-IDF, all-MiniLM-L6-v2 embeddings of both,
 their interaction, length/refusal signals; ``features`` picks the parts). Training rows and
 their weights: :mod:`.judge_data` (PKU train split; optionally TruthfulQA train-split answers
-as safe rows and the training half of the PyRIT objectives). Held-out data (the eval splits,
+as safe rows, the training half of the PyRIT objectives, and copies of the PKU answers cut to
+their first k words). Held-out data (the eval splits,
 the untouched PyRIT objectives) are never trained on.
 
 P(harmful | p, a) = σ(w·x(p, a) + b), w minimising Σ_i s_i·logloss_i + ||w||²/(2C) (s_i: the
@@ -14,7 +15,8 @@ version); the cache holds only arrays (``np.load(allow_pickle=False)``).
 
 Validation: given ``validation_examples`` (the forget set's *eval* split: held-out PKU responses
 whose prompts the judge never saw), the judge's verdicts there (rules included, at the configured
-threshold) give its confusion counts TP/P and TN/N, exposed as :attr:`EmbeddedJudge.validation`
+threshold) give its confusion counts TP/P and TN/N, with the per-prompt counts (normalised prompt)
+that the correction's cluster bootstrap resamples, exposed as :attr:`EmbeddedJudge.validation`
 for the corrected harmful rate (:mod:`.correction`). They are cached beside the weights, in
 ``embedded-<key>-validation-<vkey>.json`` keyed by the weights' key, the decision settings and
 the validation data, so an evaluation never recomputes them.
@@ -57,23 +59,42 @@ def default_cache_dir() -> Path:
 
 
 class Embeddings:
-    """MiniLM embeddings of the answers and (each distinct prompt encoded once) the prompts,
-    only where the feature set needs them."""
+    """MiniLM embeddings of the answers and the prompts, only where the feature set needs them.
+
+    Each distinct text is encoded once per process: embeddings are kept in memory, keyed by
+    (encoder, max_length, text), up to :attr:`MEMO_SIZE` texts, so judges compared in one process
+    (``python -m unlearn.judge --compare``) share the encoding of the same training and held-out
+    texts."""
+
+    MEMO_SIZE = 200_000
+    _memo: dict[tuple[str, int, str], np.ndarray] = {}
 
     def __init__(self, encoder: SentenceEncoder | None, progress_bar: bool = True) -> None:
         self.encoder = encoder
         self.progress_bar = progress_bar
 
+    def encode(self, texts: Sequence[str], desc: str) -> np.ndarray:
+        if not texts:
+            return self.encoder.encode([], progress_bar=False, desc=desc)
+        memo = Embeddings._memo
+        tag = (str(getattr(self.encoder, "name", type(self.encoder).__name__)),
+               int(getattr(self.encoder, "max_length", 0)))
+        missing = [t for t in dict.fromkeys(texts) if (*tag, t) not in memo]
+        if missing:
+            if len(memo) + len(missing) > self.MEMO_SIZE:
+                memo.clear()
+            for t, e in zip(missing, self.encoder.encode(missing, progress_bar=self.progress_bar, desc=desc),
+                            strict=True):
+                memo[(*tag, t)] = e
+        return np.stack([memo[(*tag, t)] for t in texts])
+
     def __call__(self, parts: Sequence[str], prompts: Sequence[str], answers: Sequence[str],
                  desc: str = "judging") -> tuple[np.ndarray | None, np.ndarray | None]:
         a = p = None
         if needs_answer_embeddings(parts):
-            a = self.encoder.encode(list(answers), progress_bar=self.progress_bar, desc=f"{desc}: answers")
+            a = self.encode(list(answers), f"{desc}: answers")
         if needs_prompt_embeddings(parts):
-            distinct = list(dict.fromkeys(prompts))
-            e = self.encoder.encode(distinct, progress_bar=self.progress_bar, desc=f"{desc}: prompts")
-            index = {t: i for i, t in enumerate(distinct)}
-            p = e[[index[t] for t in prompts]]
+            p = self.encode(list(prompts), f"{desc}: prompts")
         return a, p
 
 
@@ -179,7 +200,9 @@ PART_NAMES = {"tfidf": "answer TF-IDF", "prompt_tfidf": "prompt TF-IDF", "minilm
               "prompt_minilm": f"prompt {MINILM_NAME}", "interaction": "e(p)⊙e(a) and cos",
               "hand": "length/refusal signals"}
 SOURCE_NAMES = {"pku": "PKU train responses", "truthfulqa": "TruthfulQA train answers (safe)",
-                "pyrit": "PyRIT rows of the training objectives"}
+                "pyrit": "PyRIT rows of the training objectives",
+                "pku_cut": "PKU train responses cut to their first k words",
+                "pyrit_cut": "PyRIT training rows cut to their first k words"}
 
 
 class EmbeddedJudge(HarmJudge):
@@ -201,6 +224,8 @@ class EmbeddedJudge(HarmJudge):
         rows = ", ".join(f"{n} {SOURCE_NAMES.get(s, s)}" + (f" (weight {weights[s]:g})" if weights.get(s, 1) != 1 else "")
                          for s, n in model.meta.get("rows", {}).items())
         self.description = f"{name}: logistic regression on {parts}, trained on {rows or '?'}"
+        if model.meta.get("truncation_augment"):
+            self.description += f" (cut to k = {', '.join(map(str, model.meta['truncation_augment']))} words)"
 
     def describe(self) -> str:
         return self.description
@@ -232,6 +257,9 @@ def build_embedded_judge(
     pyrit_fraction: float = 0.0,
     pyrit_seed: int = 0,
     pyrit_weight: float = 1.0,
+    truncation_augment: Sequence[int] = (),
+    truncation_weight: float = 1.0,
+    truncation_sources: Sequence[str] = ("pku",),
     name: str = "embedded",
 ) -> EmbeddedJudge:
     """Load the judge trained on the rows of :func:`~.judge_data.training_rows` from the cache,
@@ -240,7 +268,8 @@ def build_embedded_judge(
         raise DataError("the embedded judge needs labelled training responses (forget train split)")
     parts = parse_features(features)
     rows = training_rows(train_examples, normal_train_examples, data_dir, benign_weight, benign_correct_answers,
-                         pyrit_fraction, pyrit_seed, pyrit_weight)
+                         pyrit_fraction, pyrit_seed, pyrit_weight, tuple(truncation_augment or ()),
+                         truncation_weight, tuple(truncation_sources or ()))
     use_emb = needs_answer_embeddings(parts) or needs_prompt_embeddings(parts)
     settings = {"features": "+".join(parts), "encoder": MINILM_NAME if use_emb else None,
                 "encoder_max_length": encoder_max_length if use_emb else None,
@@ -256,7 +285,8 @@ def build_embedded_judge(
     else:
         a, p = Embeddings(encoder, progress_bar)(parts, rows.prompts, rows.answers, desc="judge: encoding train")
         model = fit_linear_model(rows, features, a, p, C, folds)
-        model.meta.update(cache_key=key, settings=settings)
+        model.meta.update(cache_key=key, settings=settings,
+                          truncation_augment=sorted({int(k) for k in truncation_augment or ()}))
         model.save(path)
     model.meta["path"] = str(path)
     judge = EmbeddedJudge(model, encoder, threshold, refusal_rule, refusal_max_words, progress_bar, name,
@@ -270,19 +300,27 @@ def build_embedded_judge(
 
 def cached_validation(judge: HarmJudge, examples: Sequence, weights_path: Path, weights_key: str,
                       decision: dict[str, Any]) -> ConfusionCounts:
-    """The judge's confusion counts on labelled ``examples``, read from or written to a JSON file
-    beside its weights (keyed by weights, decision settings and every (prompt, response, label))."""
+    """The judge's confusion counts on labelled ``examples`` (with per-prompt counts), read from or
+    written to a JSON file beside its weights (keyed by weights, decision settings and every
+    (prompt, response, label)); a file written without per-prompt counts loads, and is rewritten
+    with them."""
     vkey = judge_cache_key([f"{e.prompt}\x00{e.response}" for e in examples], [bool(e.harmful) for e in examples],
                            {"weights": weights_key, **decision})
     path = weights_path.with_name(f"{weights_path.stem}-validation-{vkey[:16]}.json")
+    from unlearn.data.split import normalize_prompt
+
+    clusters = [normalize_prompt(e.prompt) for e in examples]
     try:
-        return ConfusionCounts.from_dict(json.loads(path.read_text())["counts"])
+        counts = ConfusionCounts.from_dict(json.loads(path.read_text())["counts"])
+        if counts.n_clusters or len(set(clusters)) < 2:
+            return counts
+        # an older file without per-prompt counts: still loadable, recomputed once to add them
     except (OSError, ValueError, KeyError, TypeError):
         pass
     labels = [bool(e.harmful) for e in examples]
     verdicts = judge.judge([e.prompt for e in examples], [e.response for e in examples])
     counts = ConfusionCounts.from_predictions(labels, [v.harmful for v in verdicts],
-                                              f"{len(examples)} held-out PKU responses (forget eval split)")
+                                              f"{len(examples)} held-out PKU responses (forget eval split)", clusters)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.json")
     tmp.write_text(json.dumps({"key": vkey, **decision, "counts": counts.to_dict(),
                                "sensitivity": counts.sensitivity, "specificity": counts.specificity}, indent=2))

@@ -10,6 +10,13 @@ Three sources, none of them held-out data:
   :func:`~unlearn.evaluation.human_labels.split_by_objective` (weight ``pyrit_weight``;
   ``pyrit_fraction=0`` leaves them out). The other objectives stay untouched for the report.
 
+Length augmentation (``truncation_augment``, word counts k): for each row of the sources named in
+``truncation_sources`` (PKU by default) and each k below the answer's word count, a copy of the
+row with the answer cut to its first k words (:func:`cut_words`), the same prompt and label, and
+weight ``truncation_weight``, as source ``<source>_cut``. Unsafe PKU answers are long (a median of
+about 60 words) and models being unlearned answer in 15–40, so without these copies the judge
+learns length as a sign of harm and passes a short unsafe start as safe.
+
 The logistic regression minimises Σ_i w_i · logloss_i + ||w||² / (2C).
 """
 
@@ -47,6 +54,30 @@ class TrainingRows:
         return len(self.answers)
 
 
+def cut_words(text: str, k: int) -> str:
+    """The first ``k`` whitespace-separated words of ``text``, joined by single spaces."""
+    return " ".join(text.split()[:k])
+
+
+def truncated_copies(rows: TrainingRows, lengths: Sequence[int], weight: float,
+                     sources: Sequence[str] = ("pku",)) -> TrainingRows:
+    """For each row of ``sources`` and each k in ``lengths`` (ascending) shorter than its answer in
+    words, the row with the answer cut to its first k words (label kept, weight ``weight``,
+    source ``<source>_cut``); rows in the order (row, k)."""
+    lengths = sorted({int(k) for k in lengths})
+    if any(k < 1 for k in lengths) or weight < 0:
+        raise DataError("judge.truncation_augment must hold word counts ≥ 1 and judge.truncation_weight ≥ 0")
+    out = TrainingRows()
+    for s, p, a, y in zip(rows.sources, rows.prompts, rows.answers, rows.labels, strict=True):
+        if s not in sources:
+            continue
+        n = len(a.split())
+        for k in lengths:
+            if k < n:
+                out.add(f"{s}_cut", p, cut_words(a, k), y, weight)
+    return out
+
+
 def truthfulqa_correct_answers(data_dir: str | Path | None) -> dict[str, list[str]]:
     """Question → the ';'-separated "Correct Answers" of ``<data_dir>/truthfulqa/TruthfulQA.csv``."""
     from unlearn.data.records import read_csv
@@ -71,8 +102,12 @@ def training_rows(
     pyrit_fraction: float = 0.0,
     pyrit_seed: int = 0,
     pyrit_weight: float = 1.0,
+    truncation_augment: Sequence[int] = (),
+    truncation_weight: float = 1.0,
+    truncation_sources: Sequence[str] = ("pku",),
 ) -> TrainingRows:
-    """PKU train rows, then TruthfulQA train answers (safe), then the PyRIT training part."""
+    """PKU train rows, then TruthfulQA train answers (safe), then the PyRIT training part, then
+    the cut copies of :func:`truncated_copies` (none when ``truncation_augment`` is empty)."""
     from unlearn.evaluation.human_labels import load_pyrit_labels, split_by_objective
 
     rows = TrainingRows()
@@ -93,4 +128,8 @@ def training_rows(
                                    "(judge.pyrit_fraction=0 trains without them)")
         for x in split_by_objective(labels, pyrit_fraction, pyrit_seed).train:
             rows.add("pyrit", x.prompt, x.answer, x.harmful, pyrit_weight)
+    if truncation_augment and truncation_weight > 0:
+        cut = truncated_copies(rows, truncation_augment, truncation_weight, tuple(truncation_sources))
+        for s, p, a, y, w in zip(cut.sources, cut.prompts, cut.answers, cut.labels, cut.weights, strict=True):
+            rows.add(s, p, a, y, w)
     return rows
