@@ -69,7 +69,7 @@ def test_a_new_metric_needs_one_module_and_one_entry(make_config, cache_dir: Pat
 def test_default_list_is_conf_eval_default() -> None:
     names = default_metric_names()
     assert names[:2] == ["harmful_rate", "length_control"]  # length control reuses the harm verdicts
-    assert {"toxicity", "fluency", "diversity", "utility", "answers", "preference"} <= set(names)
+    assert {"toxicity", "fluency", "diversity", "utility", "answers", "behaviour", "preference"} <= set(names)
     keys = [c.key for m in build_metrics(names) for c in m.columns]
     assert len(keys) == len(set(keys))  # one owner per summary key
 

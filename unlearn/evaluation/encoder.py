@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,10 @@ class SentenceEncoder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return out
+
+
+@lru_cache(maxsize=4)
+def shared_encoder(max_length: int = 256, batch_size: int = 64, device: str = "cpu") -> SentenceEncoder:
+    """One :class:`SentenceEncoder` per process and setting (loading reads the weights from disk each time;
+    code that only encodes, e.g. the behaviour metric at every evaluation stage, shares this one)."""
+    return SentenceEncoder(max_length=max_length, batch_size=batch_size, device=device)

@@ -1,6 +1,6 @@
 """Evaluation metrics as a ``_target_`` list (``eval.metrics``): one module and one
 ``conf/metric/<name>.yaml`` each (see :mod:`.base`). Defaults: ``harmful_rate``, ``toxicity``,
-``fluency``, ``diversity``, ``utility``, ``answers``; optional: ``freshqa`` (utility on a benign
+``fluency``, ``diversity``, ``utility``, ``answers``, ``behaviour``; optional: ``freshqa`` (utility on a benign
 set the run never trains on) and ``lm_eval`` (lm-evaluation-harness tasks)."""
 
 from __future__ import annotations
