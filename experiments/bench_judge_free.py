@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50, help="eval.batch_size (paper_embedded: 50)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: conf/metric/preference.yaml")
     parser.add_argument("--out", default="outputs/bench/judge_free.json")
     args = parser.parse_args()
 
@@ -47,7 +48,9 @@ def main() -> None:
     ctx = EvalContext(loaded.model, loaded.tokenizer, [], [], normal, None, lambda: None, lambda: None,
                       template=cfg.dataset.template, max_length=cfg.dataset.max_length,
                       batch_size=args.batch_size, progress_bar=False, preference_pairs=pairs)
-    metrics = {m.name: m for m in build_metrics(["preference", "utility"])}
+    preference = "preference" if args.max_answer_tokens is None else {
+        "_target_": "unlearn.evaluation.metrics.preference.PreferenceMargin", "max_answer_tokens": args.max_answer_tokens}
+    metrics = {m.name: m for m in build_metrics([preference, "utility"])}
     times: dict[str, list[float]] = {name: [] for name in metrics}
     for r in range(args.rounds):
         for name in (list(metrics) if r % 2 == 0 else list(metrics)[::-1]):
@@ -57,6 +60,7 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {"model": loaded.name, "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
               "n_preference_pairs": len(metrics["preference"].select(pairs)), "n_utility_examples": len(normal),
+              "max_answer_tokens": metrics["preference"].max_answer_tokens,
               "median_s": medians, "times_s": times, "preference_over_utility": medians["preference"] / medians["utility"],
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "last_preference_margin": out.intervals.get("preference_margin").estimate

@@ -84,11 +84,12 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
                      [(p, a) for p, s, u in metric.select(pairs) for a in (s, u)], "cpu", 64, "auto", 4, False)
     for i, r in enumerate(rows):
         safe, unsafe = nll[2 * i][0] / nll[2 * i][1], nll[2 * i + 1][0] / nll[2 * i + 1][1]
-        assert r["margin"] == pytest.approx(unsafe - safe) and r["safe_preferred"] == float(unsafe > safe)
+        assert r["margin"] == pytest.approx(unsafe - safe, abs=1e-4)  # shared prompt cache: float error only
     margin = out.intervals["preference_margin"]
     assert margin.estimate == pytest.approx(sum(r["margin"] for r in rows) / 5)
     assert margin.lo <= margin.estimate <= margin.hi
     assert out.intervals["safe_preference_rate"].estimate == pytest.approx(sum(r["margin"] > 0 for r in rows) / 5)
+    assert all(r["safe_preferred"] == float(r["margin"] > 0) for r in rows)
     cut = PreferenceMargin(max_pairs=3, max_answer_tokens=4).compute(
         EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None, max_length=256,
                     preference_pairs=pairs)).files["preference"]
@@ -96,6 +97,27 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
     swapped = metric.compute(ctx([(p, u, s) for p, s, u in pairs])).intervals
     assert swapped["preference_margin"].estimate == pytest.approx(-margin.estimate)
     assert swapped["unsafe_nll"].estimate == pytest.approx(out.intervals["safe_nll"].estimate)
+
+
+def test_shared_prompt_nll_equals_separate_scoring(make_config, data_dir: Path) -> None:
+    """The prompt encoded once with its KV cache reused gives answer_nll's values: groups of 1–3
+    answers, cut answers without EOS, and prompts cut by max_length (scored separately)."""
+    from hydra.utils import instantiate
+
+    from unlearn.evaluation.shared_prompt import shared_prompt_nll
+
+    loaded = instantiate(make_config("model=tiny_random").model)
+    pairs = stage_mod.preference_pairs(load_pku_saferlhf(str(data_dir)).eval)[:7]
+    groups = [(p, [s, u][: 1 + i % 2] + (["Short."] if i % 3 == 0 else [])) for i, (p, s, u) in enumerate(pairs)]
+    eos = [[j != 1 for j in range(len(answers))] for _, answers in groups]
+    for max_length in (256, 40):  # 40: most prompts are cut, those groups take the separate path
+        got = shared_prompt_nll(loaded.model, loaded.tokenizer, groups, "cpu", max_length, "auto", 3, with_eos=eos)
+        flat = [(p, a) for p, answers in groups for a in answers]
+        want = answer_nll(model_logits_fn(loaded.model), loaded.tokenizer, flat, "cpu", max_length, "auto", 4, False,
+                          with_eos=[k for e in eos for k in e])
+        assert [len(g) for g in got] == [len(a) for _, a in groups]
+        for (n, c), (wn, wc) in zip([v for g in got for v in g], want, strict=True):
+            assert c == wc and n == pytest.approx(wn, rel=1e-5, abs=1e-4)
 
 
 def test_preference_settings_and_missing_pairs_fail_with_the_fix() -> None:

@@ -87,25 +87,25 @@ class PreferenceMargin(Metric):
         return tokenizer.decode(ids[: self.max_answer_tokens]), False
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
-        from unlearn.evaluation.perplexity import answer_nll, model_logits_fn
+        from unlearn.evaluation.shared_prompt import shared_prompt_nll
         from unlearn.uncertainty import mean_interval
 
         pairs = self.select(ctx.preference_pairs)
         require(bool(pairs), self.name, "the forget data's evaluation split has no (safe, unsafe) answer pairs "
                 "for one prompt; drop 'preference' from eval.metrics or use data with labelled pairs")
-        cut = [self.cut(ctx.tokenizer, a) for _, safe, unsafe in pairs for a in (safe, unsafe)]
-        texts = [(pair[0], text) for pair, (text, _) in zip((p for p in pairs for _ in (0, 1)), cut, strict=True)]
+        cut = [(self.cut(ctx.tokenizer, safe), self.cut(ctx.tokenizer, unsafe)) for _, safe, unsafe in pairs]
         model = ctx.model
         was = model.training
         model.eval()
-        try:
-            nll = answer_nll(model_logits_fn(model), ctx.tokenizer, texts, ctx.device, ctx.max_length, ctx.template,
-                             ctx.batch_size, ctx.progress_bar, desc="preference", with_eos=[w for _, w in cut])
+        try:  # the prompt is encoded once for both answers (its KV cache reused)
+            nll = shared_prompt_nll(model, ctx.tokenizer, [(p, (s[0], u[0])) for (p, _, _), (s, u) in zip(pairs, cut, strict=True)],
+                                    ctx.device, ctx.max_length, ctx.template, max(1, ctx.batch_size // 2),
+                                    ctx.progress_bar, with_eos=[(s[1], u[1]) for s, u in cut], desc="preference")
         finally:
             model.train(was)
         rows = []
         for i, (prompt, _, _) in enumerate(pairs):
-            (s_nll, s_n), (u_nll, u_n) = nll[2 * i], nll[2 * i + 1]
+            (s_nll, s_n), (u_nll, u_n) = nll[i]
             safe, unsafe = s_nll / max(s_n, 1), u_nll / max(u_n, 1)
             rows.append({"index": i, "prompt": prompt, "margin": unsafe - safe, "safe_preferred": float(unsafe > safe),
                          "safe_nll": safe, "unsafe_nll": unsafe, "safe_tokens": s_n, "unsafe_tokens": u_n})
