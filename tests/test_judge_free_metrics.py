@@ -22,6 +22,7 @@ from unlearn.evaluation.perplexity import answer_nll, model_logits_fn
 from unlearn.experiment import run_experiment
 from unlearn.results.collect import collect_runs
 from unlearn.results.comparisons import PAIRED, against_original, write_comparisons
+from unlearn.results.length_control import length_control_rows, write_length_control
 from unlearn.results.tables import build_table
 
 EVAL = [o for o in TINY if not o.startswith("eval.")] + [
@@ -191,6 +192,10 @@ def test_a_run_writes_preference_curves_and_length_control(make_config, cache_di
                                                      - summary["eval/before/preference_margin"])
     assert found["harmful_rate"].interval.estimate == pytest.approx(summary["eval/after/harmful_rate"]
                                                                     - summary["eval/before/harmful_rate"])
+    (lc,) = length_control_rows(table)  # drop = explained by length + surviving the control
+    assert lc["drop"] == pytest.approx(lc["explained_by_length"] + lc["surviving"])
+    assert lc["surviving"] == pytest.approx(summary["eval/after/harm_drop_beyond_length"])
+    assert "explained by length" in write_length_control(table, tmp_path / "tables")["length_md"].read_text()
     files = write_comparisons(table, tmp_path / "tables")
     assert "differences against original" in files["paired_md"].read_text()
     assert any(line.startswith("demo,original,") for line in files["paired_csv"].read_text().splitlines())

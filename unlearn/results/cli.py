@@ -26,6 +26,7 @@ from pathlib import Path
 from unlearn.results.collect import collect_runs, group_by_experiment, objective_names
 from unlearn.results.comparisons import REFERENCE, write_comparisons
 from unlearn.results.intervals import Bootstrap
+from unlearn.results.length_control import write_length_control
 from unlearn.results.loss_space import write_loss_space
 from unlearn.results.plots import DESCENT_TOL, QUANTITIES, descent_violations, write_plots
 from unlearn.results.tables import Table, build_tables, to_dataframe, to_markdown, write_table
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = write_table(table, folder)
         files["descent"] = write_descent_csv(table, folder / "descent_violations.csv", args.descent_tol)
         files.update(write_comparisons(table, folder, args.reference))
+        files.update(write_length_control(table, folder))
         space = write_loss_space(table, folder, plots=not args.no_plots)
         if "loss_space" in space:
             plots[name] = {"loss_space": space.pop("loss_space")}
@@ -129,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plots[name] = {**write_plots(table, folder, args.descent_tol), **plots.get(name, {})}
         print(to_markdown(table))
         print(files["paired_md"].read_text(encoding="utf-8"))
+        print(files["length_md"].read_text(encoding="utf-8"))
         print(files["hypervolume_md"].read_text(encoding="utf-8"))
         written = [*files.values(), *plots.get(name, {}).values()]
         print(f"wrote {', '.join(str(p) for p in written)}\n")
