@@ -21,8 +21,19 @@ Numerical rules (each has a test):
   ``rank_tol`` = 1e-3 sits above what the Gramian's rounding can move: measured on SmolLM2-sized
   tensors, ``|ΔK_ij| / (‖g_i‖‖g_j‖)`` is 6e-7 for bf16-valued gradients and 7e-9 for fp32 ones,
   and with errors of 6e-7 a cut at 1e-5 (1e-4) flipped the sign of some g_j·d in 6 % (0.2 %) of
-  random near-parallel cases, 1e-3 in none (tests/test_aggregators.py). It treats gradients
-  within ~1.8° of the others' span as dependent; objective gradients of an LLM are far apart.
+  random near-parallel cases, 1e-3 in none (tests/test_aggregators.py). For two gradients at
+  angle θ, C's eigenvalue ratio is tan²(θ/2), so the cut treats gradients within 3.6° of each
+  other (of the others' span, for m > 2) as dependent; objective gradients of an LLM are far
+  apart (``min_sin2`` in the run's metrics says how far).
+* **Blend into the fallback.** As two gradients align, the mean edge shrinks like (1 − cos θ)
+  (‖d‖ = 0.129 at 30°, 0.015 at 10°, 0.002 at 3.7° for unit gradients) while MGDA's min-norm
+  point tends to their common direction (‖d‖ → 1): switching at the cut would make d jump
+  ~480×. Between ``rank_tol`` and ``blend · rank_tol`` (3.6° to 11.4° for two gradients at the
+  defaults) the weights are ``(1 − α) w_dual + α w_MGDA`` with
+  ``α = log(blend·rank_tol / ratio) / log(blend)``, so d moves continuously from the dual
+  direction to the fallback (``info['mgda_share'] = α``). Both directions satisfy g_j·d ≥ 0,
+  and so does every convex combination: the blend keeps the common-descent guarantee.
+  ``blend = 1`` restores the hard switch.
 * **Rank-deficient C** (some g_i lies, to the Gramian's accuracy, in the span of the others):
   the dual cone has no interior edge for those gradients, and the edges that remain are not
   determined by the data at this accuracy. We return the MGDA min-norm direction of the kept
@@ -36,6 +47,8 @@ Numerical rules (each has a test):
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from unlearn.aggregators.base import AggregationResult, Aggregator
@@ -43,16 +56,18 @@ from unlearn.aggregators.mgda import drop_zero_gradients, min_norm_weights
 
 ZERO_TOL = 1e-6
 RANK_TOL = 1e-3
+BLEND = 10.0
 
 
 def dual_space_weights(
-    gramian: torch.Tensor, zero_tol: float = ZERO_TOL, rank_tol: float = RANK_TOL
+    gramian: torch.Tensor, zero_tol: float = ZERO_TOL, rank_tol: float = RANK_TOL, blend: float = BLEND
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weights w with ``wᵀ G = (1/m) Σ_i d_i``, plus diagnostic flags."""
+    """Weights w with ``wᵀ G = (1/m) Σ_i d_i`` (blended into MGDA near the rank cut, see the
+    module docstring), plus diagnostic flags."""
     k = gramian.to(torch.float64)
     m = k.shape[0]
     norms = torch.diagonal(k).clamp_min(0.0).sqrt()
-    info = {"dropped": 0.0, "fallback_mgda": 0.0, "stationary": 0.0, "min_sin2": 0.0}
+    info = {"dropped": 0.0, "fallback_mgda": 0.0, "mgda_share": 0.0, "stationary": 0.0, "min_sin2": 0.0}
     weights = torch.zeros(m, dtype=torch.float64)
     if norms.max() <= 0:
         info["stationary"] = 1.0
@@ -64,16 +79,23 @@ def dual_space_weights(
     corr = k_act / torch.outer(n_act, n_act)
     corr = (corr + corr.T) / 2
     eigenvalues, eigenvectors = torch.linalg.eigh(corr)
-    if eigenvalues[0] > rank_tol * eigenvalues[-1]:
+    ratio = float(eigenvalues[0] / eigenvalues[-1])
+    if ratio > rank_tol:
         inverse = (eigenvectors / eigenvalues) @ eigenvectors.T
         sin2 = 1.0 / torch.diagonal(inverse)
         info["min_sin2"] = float(sin2.min())
         # row i: coefficients of d_i on the raw g_j = ‖g_i‖ (C⁻¹)_ij / ((C⁻¹)_ii ‖g_j‖)
         edges = inverse * sin2.unsqueeze(1) * n_act.unsqueeze(1) / n_act.unsqueeze(0)
-        weights[active] = edges.sum(dim=0) / m
+        dual = edges.sum(dim=0) / m
+        if ratio < blend * rank_tol:  # near the cut: blend continuously into the fallback
+            share = math.log(blend * rank_tol / ratio) / math.log(blend)
+            info["mgda_share"] = share
+            dual = (1.0 - share) * dual + share * min_norm_weights(k_act)
+        weights[active] = dual
         return weights, info
 
     info["fallback_mgda"] = 1.0
+    info["mgda_share"] = 1.0
     w_sub = min_norm_weights(k_act)
     if float(w_sub @ k_act @ w_sub) <= (zero_tol * float(norms.max())) ** 2:  # ‖d‖ ≤ zero_tol·max‖g‖
         info["stationary"] = 1.0
@@ -87,12 +109,15 @@ class DualSpace(Aggregator):
 
     name = "dual"
 
-    def __init__(self, zero_tol: float = ZERO_TOL, rank_tol: float = RANK_TOL) -> None:
+    def __init__(self, zero_tol: float = ZERO_TOL, rank_tol: float = RANK_TOL, blend: float = BLEND) -> None:
         if not (0 <= zero_tol < 1 and 0 < rank_tol < 1):
             raise ValueError("zero_tol in [0, 1) and rank_tol in (0, 1) are relative tolerances")
+        if not (blend >= 1 and blend * rank_tol < 1):
+            raise ValueError(f"blend must be ≥ 1 (1: hard switch) with blend·rank_tol < 1, got {blend}")
         self.zero_tol = zero_tol
         self.rank_tol = rank_tol
+        self.blend = blend
 
     def aggregate(self, gramian: torch.Tensor) -> AggregationResult:
-        weights, info = dual_space_weights(gramian, self.zero_tol, self.rank_tol)
+        weights, info = dual_space_weights(gramian, self.zero_tol, self.rank_tol, self.blend)
         return AggregationResult(weights, info)

@@ -163,8 +163,11 @@ class PCGrad(TorchJDAggregator):
     """PCGrad (Yu et al. 2020, arXiv:2001.06782): d = Σ_i g_i^PC, each g_i stripped of its
     component along every g_j it conflicts with (g_i^PC·g_j < 0), j in a random order.
 
-    The order is drawn from a generator seeded by a hash of K (TorchJD draws from torch's global
-    RNG): the weights are a pure function of K and training's own random stream is untouched.
+    The order is drawn from a generator seeded by a hash of K's *scale-free signature* (TorchJD
+    draws from torch's global RNG): the signs of the off-diagonal entries and the order of the
+    diagonal, both unchanged by ``K → cK`` (c > 0). So the weights are a pure function of K,
+    invariant to the gradients' scale like every other method here (a hash of K's bytes changed
+    them by 5–7 % under rescaling), and training's own random stream is untouched.
     """
 
     name = "pcgrad"
@@ -176,10 +179,18 @@ class PCGrad(TorchJDAggregator):
         return PCGradWeighting()
 
     def _weights(self, gramian: torch.Tensor) -> torch.Tensor:
-        digest = hashlib.blake2b(gramian.contiguous().numpy().tobytes(), digest_size=8).digest()
         with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
-            torch.random.default_generator.manual_seed(int.from_bytes(digest, "little"))
+            torch.random.default_generator.manual_seed(scale_free_seed(gramian))
             return super()._weights(gramian)
+
+
+def scale_free_seed(gramian: torch.Tensor) -> int:
+    """A 64-bit seed from what ``K → cK`` (c > 0) leaves exactly unchanged: the sign of every
+    off-diagonal entry and the stable order of the diagonal."""
+    k = gramian.detach().to(torch.float64).cpu()
+    signs = torch.sign(k).to(torch.int8).contiguous().numpy().tobytes()
+    order = torch.argsort(torch.diagonal(k), stable=True).to(torch.int64).contiguous().numpy().tobytes()
+    return int.from_bytes(hashlib.blake2b(signs + order, digest_size=8).digest(), "little")
 
 
 class CAGrad(TorchJDAggregator):
