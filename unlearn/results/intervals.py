@@ -71,7 +71,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None
 
 def metric_matrix(records: Sequence[StageRecords | None], metric: str) -> np.ndarray | None:
     """The (seeds × prompts) matrix of a per-prompt metric (for ``utility_ppl``: seeds ×
-    utility examples of rescaled NLLs), or None when a seed lacks it or the columns differ."""
+    utility examples of the ratio's influence values, records.ratio_influence), or None when a seed lacks it or the columns differ."""
     if not records or any(r is None for r in records):
         return None
     if metric == UTILITY:
