@@ -15,6 +15,7 @@ from unlearn.uncertainty import (
 from unlearn.uncertainty.simulation import (
     binary_grids, coverage, lognormal_grids, mcnemar_rejection_rate, paired_pair, rejection_rate,
     seed_bootstrap_interval)
+from unlearn.uncertainty.seeds import prompt_term, seed_terms, summarise_grid, t_interval
 from unlearn.uncertainty.student_t import t_quantile
 
 
@@ -89,6 +90,22 @@ def test_seed_prompt_interval_covers_with_seed_and_prompt_effects() -> None:
     assert ours.covered >= 0.90
     naive = coverage(seed_bootstrap_interval, grids, 0.3, n_boot=500)  # the rejected method
     assert naive.covered < 0.85 < ours.covered
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_seed_prompt_interval_holds_its_level_in_the_runs_regime(n_seeds: int) -> None:
+    """The embedded model's regime: harmful rate 0.15, seed-to-seed SD ~0.07 in rate (logit SD
+    0.55), prompt logit SD 1, 200 prompts; 600 simulated experiments (MC error ±0.009). The
+    generalized pivot covers ≥ 0.94 at 3 and 5 seeds; Satterthwaite's t, the previous interval,
+    covered 0.918 at 3 seeds here (it is optimistic when the seed variance is underestimated)."""
+    grids = binary_grids(np.random.default_rng(100 + n_seeds), 600, n_seeds, 200, 0.15, 0.55, 1.0)
+    assert coverage(seed_prompt_interval, grids, 0.15).covered >= 0.94
+    if n_seeds == 3:
+        def satterthwaite(values: np.ndarray) -> Interval:
+            grid = summarise_grid(values)
+            return t_interval(grid.grand, [*seed_terms(grid), prompt_term(grid.prompt_means)], 0.95, "", 0, 0)
+
+        assert coverage(satterthwaite, grids, 0.15).covered < 0.93
 
 
 def test_seed_prompt_interval_without_seed_effect_is_not_inflated() -> None:
