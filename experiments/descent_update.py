@@ -1,4 +1,4 @@
-"""Does the update that reaches the weights lower every objective? (issue 10)
+"""Does the update that reaches the weights lower every objective? (docs/geometry.md)
 
 Runs ``--steps`` steps of the default job (embedded SmolLM2, UCE, real PKU + TruthfulQA, batch
 4 + 4, 256 tokens, evaluation off) for each optimizer × aggregator, then reads ``metrics.jsonl``:

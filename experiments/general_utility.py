@@ -1,7 +1,7 @@
 """Utility on sets the retain loss never trains on, for every model a paper_embedded sweep saved.
 
-Issue 14: TruthfulQA, the utility of the paper table, is also the retain loss's training
-distribution. This scores the original model and every ``<sweep>/<method>/seed=<s>/model`` with
+Why: TruthfulQA, the utility of the paper table, is also the retain loss's training
+distribution, so a method can look useful by fitting the retain set's style. This scores the original model and every ``<sweep>/<method>/seed=<s>/model`` with
 the configured metrics of conf/metric/ (default ``freshqa lm_eval``: FreshQA answer loss and
 MMLU-dev accuracy through lm-eval's offline task), then prints per method the mean over seeds and
 the difference from ``--reference`` paired over items with both methods' seeds

@@ -1,4 +1,4 @@
-"""CUDA check of the update geometry (issue 10) on the suite's two model shapes.
+"""CUDA check of the update geometry (docs/geometry.md) on the suite's two model shapes.
 
 Needs only torch, transformers and peft (what a bare GPU image has): random-init models and
 random token batches, so no hub, data set or GGUF file is involved.

@@ -1,4 +1,4 @@
-"""Measured comparison of cheap offline harm-judge designs (project issue 11).
+"""Measured comparison of cheap offline harm-judge designs (docs/evaluation/judges.md).
 
     UNLEARN_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python experiments/judge_designs.py
 

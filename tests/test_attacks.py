@@ -206,6 +206,9 @@ def test_robustness_table_builds_from_fake_run_dirs(tmp_path: Path):
     rows = list(csv.DictReader(files["csv"].open()))
     assert {r["column"] for r in rows} >= {"before unlearning", "after unlearning", "relearn_k5", "quant_int4",
                                            "jailbreak"}
+    # each evaluation's folder relative to the CSV's, never an absolute path of the machine
+    assert {r["path"] for r in rows} == {"../robustness/original/seed=0",
+                                         "../robustness/uce_dual/seed=0"}
     assert files["plot"].stat().st_size > 1000
 
 

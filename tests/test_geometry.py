@@ -1,4 +1,4 @@
-"""Issue 10: the update that reaches the weights is MOLLM's common descent direction.
+"""The update that reaches the weights is MOLLM's common descent direction (docs/geometry.md).
 
 Each test fails on the code before the fix: the KL gradient at the reference was fp32 noise,
 MGDA never moved while g_kl = 0, bf16 directions were summed in bf16, and nothing measured

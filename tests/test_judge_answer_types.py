@@ -5,7 +5,7 @@ unlearned models (15–40 tokens per answer) produce.
 
 The judge is built once per test session from the cache dir (cfg.cache_dir, i.e.
 $UNLEARN_CACHE_DIR or ~/.cache/unlearn): loading a cached judge takes seconds; training it cold
-takes minutes on 1 thread (see README, "Judge report").
+takes minutes on 1 thread (see docs/evaluation/judges.md, "Cost").
 """
 
 from __future__ import annotations

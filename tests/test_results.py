@@ -26,7 +26,9 @@ from unlearn.results.comparisons import to_markdown as compare_markdown
 from unlearn.results.loss_space import loss_space, write_loss_space
 from unlearn.results.loss_space import to_markdown as to_hv_markdown
 from unlearn.results.plots import descent_violations, pareto_front, probe_series, write_plots
-from unlearn.results.tables import build_table, mean_std, to_csv, to_latex, to_markdown
+from unlearn.results.tables import (
+    build_table, mean_std, runs_to_csv, to_csv, to_latex, to_markdown, write_table,
+)
 from unlearn.uncertainty.fronts import hypervolume
 
 METRICS = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "utility_ppl")
@@ -396,6 +398,26 @@ def test_cli_writes_one_folder_per_experiment(sweep: Path, tmp_path: Path, capsy
     assert cli.main([str(tmp_path / "empty_does_not_exist"), "--out", str(out)]) == 2
     (tmp_path / "empty").mkdir()
     assert cli.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_runs_csv_writes_no_absolute_path(sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    """runs.csv names each run dir relative to the CSV's folder, never by an absolute path of the
+    machine that ran the sweep, so a committed copy leaks nothing and still resolves."""
+    runs = collect_runs([sweep.resolve()])  # absolute roots: the paths must still come out relative
+    out = tmp_path / "results" / "paper_embedded"
+    files = write_table(build_table("paper_embedded", runs), out)
+    text = files["runs"].read_text(encoding="utf-8")
+    assert str(tmp_path) not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 8
+    for row in rows:
+        assert not Path(row["path"]).is_absolute() and "\\" not in row["path"], row["path"]
+        assert (files["runs"].parent / row["path"]).resolve() in {r.path.resolve() for r in runs}
+    assert {row["path"] for row in rows} >= {"../../sweeps/paper_embedded/uce_dual/seed=0"}
+    # without a folder: relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    rows = list(csv.DictReader(io.StringIO(runs_to_csv(runs))))
+    assert {row["path"] for row in rows} >= {"sweeps/paper_embedded/uce_dual/seed=0"}
 
 
 def test_wandb_mode_follows_the_runs(sweep: Path, tmp_path: Path, monkeypatch) -> None:

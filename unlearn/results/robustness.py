@@ -15,8 +15,8 @@ dir's name. The columns are discovered from the keys, never listed:
 
 Every number is ``value [lo, hi]``: the per-run 95 % percentile bootstrap over prompts of the
 evaluation (seeds are separate rows; nothing is pooled across seeds). Files in ``--out``:
-``robustness.md``, ``robustness.csv`` (one line per row × column: value, lo, hi, n_prompts) and
-``robustness.png``.
+``robustness.md``, ``robustness.csv`` (one line per row × column: value, lo, hi, n_prompts, and the
+evaluation's folder relative to the CSV's own) and ``robustness.png``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 
 from unlearn.identity import method_label
 from unlearn.results.collect import as_float
+from unlearn.results.tables import relative_path
 
 ATTACK_KEY = re.compile(r"^eval/attack/(?P<name>.+)/(?P<metric>[a-z_]+)$")
 ORIGINAL = "original"
@@ -182,7 +183,7 @@ def write_csv(path: Path, rows: Sequence[RobustnessRow], columns: Sequence[Colum
             for c in columns:
                 cell = cells[(r.name, c.key)]
                 writer.writerow([r.model, "" if r.seed is None else r.seed, c.title, c.key, cell.value, cell.lo,
-                                 cell.hi, cell.n, c.label, str(r.path)])
+                                 cell.hi, cell.n, c.label, relative_path(r.path, path.parent)])
 
 
 def plot(path: Path, rows: Sequence[RobustnessRow], columns: Sequence[Column],

@@ -19,7 +19,8 @@ smallest harmful-rate difference the prompts can resolve through that judge
 (:func:`judge_notes`).
 
 Writers: :func:`to_markdown`, :func:`to_latex`, :func:`to_csv` (every metric, not just the
-displayed ones) and :func:`runs_to_csv` (one line per run dir, whatever its status).
+displayed ones) and :func:`runs_to_csv` (one line per run dir, whatever its status; its ``path`` is
+relative to the CSV's folder).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import csv
 import datetime as dt
 import io
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -566,8 +568,23 @@ def _num(value: Any) -> str:
     return "" if not math.isfinite(v) else repr(v)
 
 
-def runs_to_csv(runs: Sequence[Run]) -> str:
-    """One line per run dir (every status), with its after-metrics and final losses."""
+def relative_path(path: Path, start: Path | None = None) -> str:
+    """``path`` relative to the folder ``start`` (default: the working directory), with POSIX
+    separators, so that a CSV names no absolute path of the machine that wrote it and stays valid
+    when the results folder and the sweep are moved together. Where no relative path exists (another
+    drive), only the last two parts, ``<method>/seed=<seed>``."""
+    path = Path(path)
+    try:
+        start = Path(start or Path.cwd()).absolute()
+        return Path(os.path.relpath(path.absolute(), start)).as_posix()
+    except ValueError:
+        return Path(*path.parts[-2:]).as_posix()
+
+
+def runs_to_csv(runs: Sequence[Run], relative_to: Path | None = None) -> str:
+    """One line per run dir (every status), with its after-metrics and final losses. ``path`` is the
+    run dir relative to ``relative_to`` (:func:`write_table` passes the CSV's own folder; default:
+    the working directory), never an absolute path of the machine that ran the sweep."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = metric_names(columns_of(runs))
@@ -576,7 +593,8 @@ def runs_to_csv(runs: Sequence[Run]) -> str:
                      *(f"after/{k}" for k in names), *(f"final/loss/{o}" for o in objectives), "error"])
     for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
         s = r.summary
-        writer.writerow([r.experiment, r.method, "" if r.seed is None else r.seed, r.status, str(r.path),
+        writer.writerow([r.experiment, r.method, "" if r.seed is None else r.seed, r.status,
+                         relative_path(r.path, relative_to),
                          s.get("steps", ""), _num(s.get("wall_time_s")),
                          *(_num(s.get(f"eval/after/{k}")) for k in names),
                          *(_num(s.get(f"final/loss/{o}")) for o in objectives),
@@ -609,7 +627,7 @@ def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
     files["md"].write_text(to_markdown(table), encoding="utf-8")
     files["tex"].write_text(to_latex(table), encoding="utf-8")
     files["csv"].write_text(to_csv(table), encoding="utf-8")
-    files["runs"].write_text(runs_to_csv(table.runs), encoding="utf-8")
+    files["runs"].write_text(runs_to_csv(table.runs, relative_to=out_dir), encoding="utf-8")
     files["steps"].write_text(steps_to_csv(table.runs), encoding="utf-8")
     return files
 
@@ -629,6 +647,6 @@ def to_dataframe(table: Table):
 
 __all__ = [
     "METHOD_ORDER", "ORIGINAL", "Column", "Row", "Table", "build_table", "build_tables",
-    "cell", "mean_std", "method_sort_key", "runs_to_csv", "steps_to_csv", "to_csv", "to_dataframe", "to_latex",
-    "to_markdown", "write_table",
+    "cell", "mean_std", "method_sort_key", "relative_path", "runs_to_csv", "steps_to_csv", "to_csv",
+    "to_dataframe", "to_latex", "to_markdown", "write_table",
 ]

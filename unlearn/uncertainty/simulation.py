@@ -1,6 +1,6 @@
 """Simulated evaluations with a known answer, for checking the intervals' coverage and the paired
-test's power and false-positive rate (``tests/test_uncertainty.py``; the README numbers come from
-``python -m unlearn.uncertainty.simulation``).
+test's power and false-positive rate (``tests/test_uncertainty.py``; the coverage numbers in
+docs/evaluation.md come from ``python -m unlearn.uncertainty.simulation``).
 
 Binary labels (harmful or not) of seed s on prompt p follow a logit-normal crossed model,
 
@@ -11,7 +11,7 @@ quadrature). Two methods compared on the same prompts share b_p (hard prompts ar
 and have their own seeds. Continuous, skewed values (a perplexity) are exp(m + a_s + b_p + e_sp)
 with normal a, b, e, whose mean is exp(m + (σ²_a + σ²_b + σ²_e)/2).
 
-Also here, as the rivals the README compares against: the crossed ("pigeonhole") bootstrap
+Also here, as the rivals docs/evaluation.md compares against: the crossed ("pigeonhole") bootstrap
 (Owen 2007) and the percentile bootstrap over seed means.
 """
 
@@ -138,7 +138,7 @@ def paired_pair(rng: np.random.Generator, n_sims: int, n_seeds: int, n_prompts: 
             binary_grids(rng, n_sims, n_seeds, n_prompts, rate_b, seed_sd, prompt_sd, shared))
 
 
-def main(n_sims: int = 1000) -> None:  # pragma: no cover - prints the README table
+def main(n_sims: int = 1000) -> None:  # pragma: no cover - prints the table of docs/evaluation.md
     rng = np.random.default_rng(2026)
     print(f"{n_sims} simulated experiments per row, nominal 95 %\n")
     print("per run (bootstrap over 200 prompts):")
