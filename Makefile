@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 DATA_DIR ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test bench paper-tables robustness clean
+.PHONY: setup data data-check run test bench paper-tables robustness clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps pyrit==1.1.0
 	$(BIN)/python -m pip install -q --no-deps inspect-evals==0.28.0
 	touch $(STAMP)
+
+# The local data copies into DATA_DIR (python -m unlearn.data, docs/data.md): PKU-SafeRLHF (v0, test
+# split) and TruthfulQA from the hub at pinned revisions, PyRIT's human labels from the pyrit
+# package that setup installs; folders already present are kept. Then checks DATA_DIR and fails
+# when a required file is missing. `make data-check` only checks (no network).
+data: setup
+	$(BIN)/python -m unlearn.data $(DATA_DIR)
+
+data-check: setup
+	$(BIN)/python -m unlearn.data $(DATA_DIR) --check
 
 # The main job with the defaults: embedded SmolLM2-135M, UCE forget loss, dual aggregator.
 run: setup

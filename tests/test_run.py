@@ -131,6 +131,10 @@ def test_cli_sweep_makes_one_dir_per_job(data_dir: Path, tmp_path: Path) -> None
     assert methods == {"uce+weighted_sum", "uce+mgda", "uce+dual"}
     for job in jobs:
         assert (job / ".hydra" / "config.yaml").is_file() and (job / "metrics.jsonl").is_file()
+    # each job ends with its report (unlearn.evaluation.standalone.format_run_report)
+    assert proc.stdout.count("before → after") == 3 and "(no evaluation: eval.enabled=false)" in proc.stdout
+    for job in jobs:
+        assert f"summary:     {job / 'summary.json'}" in proc.stdout
 
 
 @pytest.mark.slow

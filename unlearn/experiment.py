@@ -32,6 +32,7 @@ from unlearn.checkpoint import (
     select_resume_checkpoint,
 )
 from unlearn.config_check import ConfigError, resume_flag, validate_config
+from unlearn.data.layout import check_run_data
 from unlearn.data.pku_saferlhf import forget_examples
 from unlearn.data.sources import source
 from unlearn.data.stream import BatchStream
@@ -167,6 +168,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks) -> dict[str, Any]:
         lambda: select_resume_checkpoint(run_dir, CheckpointManager(run_dir), resume_flag(cfg)))
     try:
         validate_config(cfg)
+        check_run_data(cfg)  # the local files the config reads (data_dir, the judge's data), before any model
         summary["settings_sha256"] = settings_fingerprint(cfg)  # unlearn.identity: seed included
         checkpoints = CheckpointManager(run_dir, keep=int(cfg.trainer.get("keep_checkpoints", 2)))
         if cfg.threads:

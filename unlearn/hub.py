@@ -29,28 +29,32 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_hub_dataset(hub_id: str, split: str, name: str | None = None):
-    """``datasets.load_dataset(hub_id, name, split=split)`` that fails within seconds offline."""
+def load_hub_dataset(hub_id: str, split: str, name: str | None = None, revision: str | None = None):
+    """``datasets.load_dataset(hub_id, name, split=split, revision=revision)`` that fails within
+    seconds offline. ``revision``: a commit hash, branch or tag (the pinned ones live in
+    :mod:`unlearn.data.layout`); None: the main branch."""
     from unlearn.errors import HubUnavailableError
 
+    where = f"{hub_id}@{revision}" if revision else hub_id
     hint = (
-        "Pass data_dir=/path/to/data (or set UNLEARN_DATA_DIR) pointing at local copies laid "
-        "out like ../shared/data, or set HF_DATASETS_OFFLINE=1 to use a copy in the HF cache."
+        "Pass data_dir=/path/to/data (or set UNLEARN_DATA_DIR) pointing at local copies (`make data` "
+        "writes them on a machine with network; docs/data.md), or set HF_DATASETS_OFFLINE=1 to use a "
+        "copy in the HF cache."
     )
     if not offline_mode() and not hub_reachable():
-        raise HubUnavailableError(f"cannot reach the Hugging Face hub to download {hub_id}. {hint}")
+        raise HubUnavailableError(f"cannot reach the Hugging Face hub to download {where}. {hint}")
     import datasets
 
     try:
-        return datasets.load_dataset(hub_id, name, split=split)
+        return datasets.load_dataset(hub_id, name, split=split, revision=revision)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError...)
         if offline_mode():
             set_vars = ", ".join(v for v in OFFLINE_VARS if os.environ.get(v))
             hint = (
-                f"{set_vars} is set and the HF cache holds no copy of {hub_id}. Pass data_dir="
-                "/path/to/data (or set UNLEARN_DATA_DIR) pointing at local copies laid out like "
-                "../shared/data, or unset the offline variables on a machine that can reach the hub."
+                f"{set_vars} is set and the HF cache holds no copy of {where}. Pass data_dir="
+                "/path/to/data (or set UNLEARN_DATA_DIR) pointing at local copies (`make data` writes "
+                "them; docs/data.md), or unset the offline variables on a machine that can reach the hub."
             )
         raise HubUnavailableError(
-            f"could not load {hub_id} (split={split}) from the hub or the HF cache: {exc}. {hint}"
+            f"could not load {where} (split={split}) from the hub or the HF cache: {exc}. {hint}"
         ) from exc

@@ -31,9 +31,13 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from unlearn.evaluation.standalone import format_run_report
     from unlearn.experiment import run_experiment
 
-    summary = run_experiment(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run_experiment(cfg, run_dir)
+    if not non_main_rank_overrides():  # data parallel: rank 0 alone reports (it wrote the run dir)
+        print(format_run_report(summary, run_dir))
     return float(summary.get("final/loss/forget", float("nan")))
 
 

@@ -43,17 +43,25 @@ def load_pku_saferlhf(
     local_path: str = LOCAL_FILE,
     eval_fraction: float = 0.25,
     split_seed: int = 0,
+    hub_revision: str | None = None,
 ) -> Split[Example]:
-    """Labelled responses split by prompt. Local copy when ``data_dir`` is set, else the hub."""
+    """Labelled responses split by prompt. Local copy when ``data_dir`` is set, else the hub.
+
+    The two differ (docs/data.md): the local copy (``python -m unlearn.data``) holds the v0
+    **test** split's pairs with one safe and one unsafe response; the hub path reads ``hub_split``
+    (``train`` by default) of release ``hub_revision`` (None: the revision pinned in
+    :mod:`unlearn.data.layout` for this ``hub_id``, ``v0``), every row."""
     if data_dir:
         path = local_file(data_dir, local_path, "PKU-SafeRLHF")
         examples = parse_pku_rows((f"{path}:{n}", row) for n, row in read_jsonl(path))
         source = str(path)
     else:
+        from unlearn.data.layout import pinned_revision
         from unlearn.hub import load_hub_dataset
 
-        examples = parse_pku_rows(rows_from(load_hub_dataset(hub_id, hub_split), hub_id))
-        source = hub_id
+        revision = hub_revision or pinned_revision(hub_id)
+        source = f"{hub_id}@{revision}" if revision else hub_id
+        examples = parse_pku_rows(rows_from(load_hub_dataset(hub_id, hub_split, revision=revision), source))
     if not any(e.harmful for e in examples):
         raise DataError(
             f"{source}: no unsafe responses (every is_response_*_safe is true), so the forget set "

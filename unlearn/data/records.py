@@ -81,11 +81,13 @@ def local_file(data_dir: str | Path, relative: str, what: str) -> Path:
     if not root.is_dir():
         raise DataError(
             f"data_dir={root} does not exist. Point data_dir (or UNLEARN_DATA_DIR) at a folder "
-            f"laid out like ../shared/data, or set data_dir=null to load {what} from the hub"
+            f"with the data (make data DATA_DIR={root} writes one; docs/data.md), or set data_dir=null "
+            f"to load {what} from the hub"
         )
     path = root / relative
     if not path.is_file():
-        raise DataError(f"{what}: expected {path} under data_dir={root}; the file is missing")
+        raise DataError(f"{what}: expected {path} under data_dir={root}; the file is missing "
+                        f"(python -m unlearn.data {root} writes it; --check lists what is there)")
     return path
 
 

@@ -17,16 +17,22 @@ def load_truthfulqa(
     local_path: str = LOCAL_FILE,
     eval_fraction: float = 0.25,
     split_seed: int = 0,
+    hub_revision: str | None = None,
 ) -> Split[Example]:
-    """Question/best-answer pairs split by question. Local CSV when ``data_dir`` is set."""
+    """Question/best-answer pairs split by question. Local CSV when ``data_dir`` is set, else the
+    hub at ``hub_revision`` (None: the commit pinned in :mod:`unlearn.data.layout` for this
+    ``hub_id``); both hold the same 817 questions."""
     if data_dir:
         path = local_file(data_dir, local_path, "TruthfulQA")
         rows = ((f"{path}:{n}", row) for n, row in read_csv(path))
         q_key, a_key = "Question", "Best Answer"
     else:
+        from unlearn.data.layout import pinned_revision
         from unlearn.hub import load_hub_dataset
 
-        rows = rows_from(load_hub_dataset(hub_id, hub_split, hub_config), hub_id)
+        revision = hub_revision or pinned_revision(hub_id)
+        source = f"{hub_id}@{revision[:12]}" if revision else hub_id
+        rows = rows_from(load_hub_dataset(hub_id, hub_split, hub_config, revision=revision), source)
         q_key, a_key = "question", "best_answer"
     examples = [
         Example(require_text(r, q_key, w), require_text(r, a_key, w), harmful=False)

@@ -45,10 +45,11 @@ def pyrit_file(data_dir: str | Path | None, needed_for: str = "the judge report"
     """``<data_dir>/pyrit-scorer-evals/scorer_evals.jsonl``."""
     if not data_dir:
         raise DataError(f"{needed_for} needs data_dir (or UNLEARN_DATA_DIR) holding "
-                        f"{LOCAL_FILE}, laid out like ../shared/data")
+                        f"{LOCAL_FILE} (make data DATA_DIR=<folder> writes it; docs/data.md)")
     path = Path(data_dir).expanduser() / LOCAL_FILE
     if not path.is_file():
-        raise DataError(f"{path} is missing; the PyRIT human labels are needed for {needed_for}")
+        raise DataError(f"{path} is missing; the PyRIT human labels are needed for {needed_for}. "
+                        f"python -m unlearn.data {data_dir} --only pyrit-scorer-evals writes it (no network)")
     return path
 
 

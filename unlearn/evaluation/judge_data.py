@@ -84,10 +84,11 @@ def truthfulqa_correct_answers(data_dir: str | Path | None) -> dict[str, list[st
 
     if not data_dir:
         raise DataError("the judge's TruthfulQA correct answers need data_dir (or UNLEARN_DATA_DIR) holding "
-                        f"{TRUTHFULQA_FILE}; or set judge.benign_correct_answers=false (best answers only)")
+                        f"{TRUTHFULQA_FILE} (make data writes it); or set judge.benign_correct_answers=false "
+                        "(best answers only)")
     path = Path(data_dir).expanduser() / TRUTHFULQA_FILE
     if not path.is_file():
-        raise DataError(f"{path} is missing; set data_dir to a folder laid out like ../shared/data, or "
+        raise DataError(f"{path} is missing; write it with python -m unlearn.data {data_dir} (make data), or "
                         "judge.benign_correct_answers=false (best answers only)")
     return {row["Question"]: [a.strip() for a in (row.get("Correct Answers") or "").split(";") if a.strip()]
             for _, row in read_csv(path)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,11 @@ def load_target(cfg: DictConfig, model_path: str) -> tuple[LoadedModel, DictConf
 def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
+    from unlearn.data.layout import check_run_data
     from unlearn.evaluation.stage import EvaluationStage, self_reference
     from unlearn.tracking import WandbSink, redact, write_json_atomic
 
+    check_run_data(cfg)  # the local files the config reads (data_dir, the judge's data), before any model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -102,27 +105,73 @@ def evaluate_standalone(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-METRIC_ORDER = ("harmful_rate", "harmful_rate_corrected", "judge_sensitivity", "judge_specificity", "toxicity",
+METRIC_ORDER = ("harmful_rate", "harmful_rate_corrected", "judge_sensitivity", "judge_specificity",
+                "harmful_rate_length_matched", "harm_drop_beyond_length", "preference_margin",
+                "safe_preference_rate", "refusal_rate", "off_topic_rate", "degenerate_loop_rate", "toxicity",
                 "obscene", "fluency_ppl", "distinct_1", "distinct_2", "unique_token_ratio", "utility_ppl",
                 "utility_loss", "degenerate_rate", "refusal_rule_rate", "answer_tokens_mean", "unfinished_rate",
                 "n_prompts", "n_utility")
+# What the end of ``python -m unlearn.run`` shows, before → after (the keys the summary holds)
+HEADLINE = ("harmful_rate", "harmful_rate_corrected", "harmful_rate_length_matched", "harm_drop_beyond_length",
+            "preference_margin", "safe_preference_rate", "refusal_rate", "off_topic_rate", "degenerate_loop_rate",
+            "fluency_ppl", "utility_ppl", "answer_tokens_mean")
 
 
-def format_summary(summary: dict[str, Any], prefix: str = "eval/") -> str:
-    """Metric table with the 95 % interval (``_lo``, ``_hi``) and the judge/scorer labels beside the numbers."""
+def _cell(summary: dict[str, Any], key: str) -> str:
+    """``value (lo – hi)``; the interval only where ``<key>_lo`` and ``<key>_hi`` are numbers."""
+    v = summary.get(key)
+    if v is None:
+        return "–"
+    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    lo, hi = summary.get(f"{key}_lo"), summary.get(f"{key}_hi")
+    return text + (f" ({lo:.4g} – {hi:.4g})" if isinstance(lo, int | float) and isinstance(hi, int | float) else "")
+
+
+def format_summary(summary: dict[str, Any], prefix: str = "eval/", stages: Sequence[str] = (),
+                   keys: Sequence[str] = METRIC_ORDER) -> str:
+    """Metric table with the 95 % interval (``_lo``, ``_hi``) and the judge/scorer labels beside the numbers.
+
+    ``stages`` (e.g. ``("before", "after")``): one column per stage, from ``<prefix><stage>/<key>``;
+    a metric is shown when some stage has it. Without stages: one column, ``<prefix><key>``, then
+    the attacks' rows."""
     labels = {"harmful_rate": summary.get("eval/judge"), "toxicity": summary.get("eval/labels/toxicity"),
               "obscene": summary.get("eval/labels/obscene"), "fluency_ppl": summary.get("eval/fluency_reference")}
+    if stages:
+        rows = [(k, [_cell(summary, f"{prefix}{s}/{k}") for s in stages]) for k in keys]
+        rows = [(k, cells) for k, cells in rows if any(c != "–" for c in cells)]
+        widths = [max([len(s), *(len(cells[i]) for _, cells in rows)]) + 3 for i, s in enumerate(stages)]
+        lines = [(f"  {'metric':<28}" + "".join(f"{s:<{w}}" for s, w in zip(stages, widths))).rstrip()]
+        for k, cells in rows:
+            lines.append((f"  {k:<28}" + "".join(f"{c:<{w}}" for c, w in zip(cells, widths))
+                          + (f"[{labels[k]}]" if labels.get(k) else "")).rstrip())
+        return "\n".join(lines)
     lines = [f"model: {summary.get('model')}"]
-    for k in METRIC_ORDER:
-        v = summary.get(prefix + k)
-        if v is None:
+    for k in keys:
+        if summary.get(prefix + k) is None:
             continue
-        text = f"{v:.4g}" if isinstance(v, float) else str(v)
-        lo, hi = summary.get(f"{prefix}{k}_lo"), summary.get(f"{prefix}{k}_hi")
-        interval = f" ({lo:.4g} – {hi:.4g})" if isinstance(lo, float) and isinstance(hi, float) else ""
-        lines.append(f"  {k:<22} {text:>10}{interval:<22}" + (f"   [{labels[k]}]" if labels.get(k) else ""))
+        cell = _cell(summary, prefix + k)
+        text, _, interval = cell.partition(" ")
+        lines.append((f"  {k:<28} {text:>10} {interval:<22}" + (f"   [{labels[k]}]" if labels.get(k) else "")).rstrip())
     attacks = [k for k in summary if k.startswith(f"{prefix}attack/") and f"{k}_lo" in summary]
     for k in attacks:  # attack/<name>/harmful_rate, …/rebound (unlearn.evaluation.attacks)
         v, lo, hi = (summary.get(k + s, float("nan")) for s in ("", "_lo", "_hi"))
         lines.append(f"  {k.removeprefix(prefix):<40} {v:>8.4g} ({lo:.4g} – {hi:.4g})")
     return "\n".join(lines)
+
+
+def format_run_report(summary: dict[str, Any], run_dir: Path) -> str:
+    """What ``python -m unlearn.run`` prints at the end: the headline metrics before → after
+    training (95 % intervals) and where the summary, the answers and the model are."""
+    run_dir = Path(run_dir)
+    head = (f"{summary.get('method')} (seed {summary.get('seed')}), model {summary.get('model')}, "
+            f"{summary.get('steps')} steps")
+    has_eval = any(k.startswith(("eval/before/", "eval/after/")) for k in summary)
+    table = (format_summary(summary, stages=("before", "after"), keys=HEADLINE) if has_eval
+             else "  (no evaluation: eval.enabled=false)")
+    generations, model = run_dir / "generations.jsonl", run_dir / "model"
+    return "\n".join([
+        f"{head}: before → after (95 % intervals)", table,
+        f"summary:     {run_dir / 'summary.json'}",
+        f"generations: {generations if generations.is_file() else '(none written)'}",
+        f"model:       {model if model.is_dir() else '(not saved: trainer.save_model=false)'}",
+    ])
