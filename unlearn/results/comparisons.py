@@ -35,11 +35,33 @@ from unlearn.results.columns import Column
 from unlearn.results.intervals import Bootstrap, agrees_with_summary, metric_matrix
 from unlearn.results.records import UTILITY
 from unlearn.results.tables import ORIGINAL, Table
-from unlearn.uncertainty import Interval, mcnemar_exact, paired_difference
+from unlearn.uncertainty import Interval, mcnemar_exact, paired_difference, seed_prompt_interval
 from unlearn.uncertainty.student_t import t_quantile
 
 REFERENCE = "uce+dual"
 PAIRED, WELCH = "paired (seeds × shared prompts)", "Welch t over seeds"
+SEED_PAIRED = "paired by (seed, prompt)"
+# what must agree between two runs of one seed for them to have seen the same training batches
+# (each data stream is seeded by the run's seed, unlearn/experiment.py)
+COMMON_DATA = ("seed", "dataset", "trainer.forget_batch_size", "trainer.normal_batch_size", "trainer.max_steps")
+
+
+def _dotted(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def common_random_numbers(runs_m: Sequence[Run], runs_r: Sequence[Run]) -> bool:
+    """Both methods have the same seeds, and the runs of each seed the same data settings
+    (:data:`COMMON_DATA`): seed s gave both the same forget/normal batches and prompts."""
+    if len(runs_m) < 2 or [r.seed for r in runs_m] != [r.seed for r in runs_r]:
+        return False
+    return all(_dotted(a.config, k) == _dotted(b.config, k) for a, b in zip(runs_m, runs_r, strict=True)
+               for k in COMMON_DATA)
 
 
 def compared(table: Table) -> list[str]:
@@ -63,6 +85,7 @@ class Comparison:
     n_prompts: int = 0
     seeds: tuple[int, int] = (0, 0)   # (method, reference)
     mcnemar: tuple[int, int, float] | None = None  # (method only, reference only, p)
+    unpaired_half_width: float = math.nan  # seed-paired only: the half-width with independent seeds
     reason: str = ""
 
     @property
@@ -103,12 +126,23 @@ def compare(table: Table, method: str, reference: str, metric: str, settings: Bo
         paired_ok = len(keys) == 1
     if paired_ok:
         interval = paired_difference(mat_m, mat_r, n_boot=settings.n_boot, level=settings.level, seed=settings.seed)
+        how, unpaired = PAIRED, math.nan
+        if mat_m.shape == mat_r.shape and common_random_numbers(runs_m, runs_r):
+            # seed s trained both on the same batches: the (seed, prompt) differences, with their
+            # own seed and prompt components, so what a seed's data order does to both cancels
+            unpaired = interval.half_width
+            difference = seed_prompt_interval(mat_m - mat_r, n_boot=settings.n_boot, level=settings.level,
+                                              seed=settings.seed)
+            interval = Interval(difference.estimate, difference.lo, difference.hi, difference.level,
+                                f"{SEED_PAIRED}: {difference.method}", difference.n, difference.n_missing,
+                                difference.df)
+            how = SEED_PAIRED
         mcnemar = None
         if metric == "harmful_rate":
             shared = np.isfinite(mat_m).any(axis=0) & np.isfinite(mat_r).any(axis=0)
             mcnemar = mcnemar_exact(majority_flags(mat_m[:, shared]), majority_flags(mat_r[:, shared]))
         name = "utility_loss" if metric == UTILITY else metric
-        return Comparison(method, name, interval, PAIRED, mat_m.shape[1], seeds, mcnemar)
+        return Comparison(method, name, interval, how, mat_m.shape[1], seeds, mcnemar, unpaired_half_width=unpaired)
     interval = welch_interval(*(_values(r, metric) for r in (runs_m, runs_r)), settings.level)
     if interval is None:
         return Comparison(method, metric, None, "", 0, seeds,
@@ -220,6 +254,15 @@ def to_markdown(table: Table, found: Sequence[Comparison], reference: str = REFE
               "Satterthwaite t) where both kept per-prompt records; otherwise a Welch t-interval over seeds "
               "(listed in paired_differences.csv, column `how`). Utility with per-example records: the mean "
               "loss in nats/token (the log of the PPL ratio).\n")
+    ratios = [c.interval.half_width / c.unpaired_half_width for c in found
+              if c.how == SEED_PAIRED and c.interval is not None and c.unpaired_half_width > 0]
+    if ratios:
+        out.write(f"\n{len(ratios)} of {len(found)} differences are {SEED_PAIRED}: both methods ran the same seeds, "
+                  "and seed s trained both on the same batches, so the interval is over the per-(seed, prompt) "
+                  "differences (variance components, generalized pivot) and what a seed's data order does to both "
+                  f"cancels. Their half-widths are {min(ratios):.2f}–{max(ratios):.2f}× (median "
+                  f"{float(np.median(ratios)):.2f}×) those that treat the two methods' seeds as independent "
+                  "(column `unpaired_half_width` of the CSV).\n")
     mc = [c for c in found if c.mcnemar is not None]
     if mc:
         out.write("\nExact McNemar test on the seed-majority harmful flags (a prompt is flagged for a method "
@@ -237,7 +280,7 @@ def to_markdown(table: Table, found: Sequence[Comparison], reference: str = REFE
 
 CSV_FIELDS = ["experiment", "reference", "method", "metric", "better", "how", "n_prompts", "seeds_method",
               "seeds_reference", "difference", "lo", "hi", "level", "resolved", "df",
-              "mcnemar_method_only", "mcnemar_reference_only", "mcnemar_p", "note"]
+              "mcnemar_method_only", "mcnemar_reference_only", "mcnemar_p", "unpaired_half_width", "note"]
 
 
 def to_csv(table: Table, found: Sequence[Comparison], reference: str = REFERENCE) -> str:
@@ -251,6 +294,7 @@ def to_csv(table: Table, found: Sequence[Comparison], reference: str = REFERENCE
         mc = c.mcnemar or ("", "", "")
         writer.writerow([table.experiment, reference, c.method, c.metric, column(table, c.metric).better, c.how,
                          c.n_prompts or "", c.seeds[0], c.seeds[1], *nums[:4], int(c.resolved), nums[4], *mc,
+                         repr(c.unpaired_half_width) if math.isfinite(c.unpaired_half_width) else "",
                          c.reason or (i.method if i is not None else "")])
     return out.getvalue()
 
