@@ -69,6 +69,25 @@ def test_dual_runs_on_two_and_four_objectives(make_config, tmp_path: Path, overr
                 - 1e-6 * max(record[f"grad_norm/{n}"] for n in names) * record["direction_norm"]
 
 
+def test_safe_answers_objective_trains_on_the_train_splits_safe_answers(make_config, data_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """objectives=mollm_safe: a fourth objective on (harmful prompt, safe answer) pairs of the
+    forget train split only; dual keeps descent for all four."""
+    from unlearn.data.pku_saferlhf import load_pku_saferlhf
+    from unlearn.data.sources import source
+
+    split = load_pku_saferlhf(str(data_dir))
+    rows = source("safe").examples(split, None, 0)
+    assert rows and not any(r.harmful for r in rows)
+    assert {r.prompt for r in rows} <= {e.prompt for e in split.train}
+    assert not {r.prompt for r in rows} & {e.prompt for e in split.eval}
+    summary = run_experiment(make_config(*TINY, "objectives=mollm_safe"), tmp_path)
+    assert summary["status"] == "completed" and summary["objectives"] == ["forget", "kl", "retain", "safe"]
+    assert summary["method"] == "uce,kl,retain,safe+dual"
+    for record in read_metrics(tmp_path):
+        assert "loss/safe" in record and "weight/safe" in record
+
+
 def test_shared_forward_gives_each_objectives_own_gradient() -> None:
     """Objectives on one source share a forward pass; each gradient equals that loss's own."""
     torch.manual_seed(0)

@@ -7,6 +7,9 @@ source         examples                                                    batch
 ``normal``     (benign prompt, answer) pairs of the normal train split     normal_batch_size
 ``mismatch``   each forget pair's harmful prompt with a normal answer      forget_batch_size
                drawn at random (seeded): Yao et al. 2023's L_rdn data
+``safe``       (harmful prompt, *safe* answer) pairs of the forget train   forget_batch_size
+               split: what the model should say instead, so an objective
+               can tell a safe answer to a harmful prompt from an unsafe one
 =============  ==========================================================  ==================
 
 Each source is its own seeded, resumable :class:`~unlearn.data.stream.BatchStream`; only the
@@ -42,11 +45,21 @@ class Source:
     seed_offset: int
 
 
+def safe_examples(examples: Sequence[Example]) -> list[Example]:
+    """The safe answers among labelled forget-data examples (the train split's, for training)."""
+    out = [e for e in examples if not e.harmful]
+    if not out:
+        raise DataError("the safe source needs safe answers to the harmful prompts; the forget data's train "
+                        "split has none (PKU-SafeRLHF rows carry one safe and one unsafe answer)")
+    return out
+
+
 SOURCES: dict[str, Source] = {
     "forget": Source(lambda f, n, s: forget_examples(f.train), "forget_batch_size", 0),
     "normal": Source(lambda f, n, s: list(n.train), "normal_batch_size", 1),
     "mismatch": Source(lambda f, n, s: mismatch_examples(forget_examples(f.train), n.train, s + 2),
                        "forget_batch_size", 2),
+    "safe": Source(lambda f, n, s: safe_examples(f.train), "forget_batch_size", 3),
 }
 
 
