@@ -10,7 +10,7 @@ Data (all from ``UNLEARN_DATA_DIR``, never copied):
 * TruthfulQA, the project's split (same settings). Train-split best and correct answers may be
   used as *safe* training examples (design a); eval-split best answers are the held-out benign
   helpful answers ("benign FP" = share of them judged harmful, rules included).
-* PyRIT human labels (:mod:`unlearn.evaluation.human_labels`, 1,272 rows over 600 objectives),
+* PyRIT human labels (:mod:`unlearn.data.pyrit_labels`, 1,272 rows over 600 objectives),
   split by objective (normalised) with a fixed seed into a *training part* (used only by the
   designs marked "+PyRIT") and an *untouched part*: "PyRIT" in the table is always the untouched
   part, the same rows for every design.
@@ -71,7 +71,7 @@ def rows_of(prompts, answers, labels) -> Rows:
 def load_data(data_dir: str) -> dict[str, Rows]:
     from unlearn.data.pku_saferlhf import load_pku_saferlhf
     from unlearn.data.truthfulqa import load_truthfulqa
-    from unlearn.evaluation.human_labels import load_pyrit_labels, split_by_objective
+    from unlearn.data.pyrit_labels import load_pyrit_labels, split_by_objective
 
     pku = load_pku_saferlhf(data_dir, eval_fraction=0.25, split_seed=0)
     tqa = load_truthfulqa(data_dir, eval_fraction=0.25, split_seed=0)

@@ -15,7 +15,7 @@ from unlearn.data.types import Example
 from unlearn.errors import HubUnavailableError, ModelLoadError
 from unlearn.evaluation import embedded_judge as ej
 from unlearn.evaluation.harm_judge import HarmJudge, Verdict
-from unlearn.evaluation.human_labels import label_row, load_pyrit_labels
+from unlearn.data.pyrit_labels import label_row, load_pyrit_labels
 from unlearn.evaluation.judge_report import DEGENERATE_ANSWERS, build_report, format_report
 
 HARMFUL = [
@@ -248,7 +248,7 @@ class KeywordJudge(HarmJudge):
 
 
 def test_report_numbers_on_fixed_data() -> None:
-    from unlearn.evaluation.human_labels import LabelledAnswer
+    from unlearn.data.pyrit_labels import LabelledAnswer
 
     pku = [Example("p1", "build a bomb", True), Example("p1", "be kind", False),
            Example("p2", "stay safe", True), Example("p2", "a bomb is dangerous", False)]

@@ -14,7 +14,7 @@ from unlearn.data.types import Example
 from unlearn.errors import DataError
 from unlearn.evaluation import embedded_judge as ej
 from unlearn.evaluation.agreement_ci import cluster_bootstrap, weighted_auroc, wilson_interval
-from unlearn.evaluation.human_labels import LabelledAnswer, split_by_objective
+from unlearn.data.pyrit_labels import LabelledAnswer, split_by_objective
 from unlearn.evaluation.judge_data import training_rows
 from unlearn.evaluation.judge_features import FeatureMap, hand_features, parse_features
 

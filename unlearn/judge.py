@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(int(cfg.threads))
     if not cfg.data_dir:
         print("(no data_dir: the PyRIT comparison is skipped; set UNLEARN_DATA_DIR)")
-    from unlearn.evaluation.human_labels import load_pyrit_labels
+    from unlearn.data.pyrit_labels import load_pyrit_labels
 
     pyrit = load_pyrit_labels(cfg.data_dir) if cfg.data_dir else None
     if compare:

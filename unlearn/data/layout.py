@@ -25,7 +25,7 @@ from typing import Any
 from unlearn.data.pku_saferlhf import LOCAL_FILE as PKU_FILE
 from unlearn.data.truthfulqa import LOCAL_FILE as TRUTHFULQA_FILE
 from unlearn.errors import DataError
-from unlearn.evaluation.human_labels import LOCAL_FILE as PYRIT_FILE
+from unlearn.data.pyrit_labels import LOCAL_FILE as PYRIT_FILE
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _truthfulqa(root: Path, path: Path) -> str:
 def _pyrit(root: Path, path: Path) -> str:
     from collections import Counter
 
-    from unlearn.evaluation.human_labels import load_pyrit_labels
+    from unlearn.data.pyrit_labels import load_pyrit_labels
 
     counts = Counter(x.group for x in load_pyrit_labels(root))
     return "labels: " + ", ".join(f"{n} {g}" for g, n in counts.items())

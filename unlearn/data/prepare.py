@@ -243,7 +243,7 @@ def prepare_pyrit(root: Path) -> str:
 Written by `python -m unlearn.data` (unlearn/data/prepare.py).
 
 **Use:** training rows of `judge=embedded` (a share of the objectives) and the untouched rest for
-`python -m unlearn.judge` (unlearn/evaluation/human_labels.py says which rows are harm labels).
+`python -m unlearn.judge` (unlearn/data/pyrit_labels.py says which rows are harm labels).
 
 ## Origin
 - PyPI package **`pyrit` {version}** (the suite pins {PYRIT_VERSION}; `make setup` installs it with

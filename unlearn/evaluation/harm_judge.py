@@ -35,7 +35,7 @@ class HarmJudge(ABC):
     validation: ConfusionCounts | None = None
     refusal_rule: bool = True
     refusal_max_words: int = 60
-    # (fraction, seed) of :func:`.human_labels.split_by_objective` when the judge trained on the
+    # (fraction, seed) of :func:`unlearn.data.pyrit_labels.split_by_objective` when the judge trained on the
     # PyRIT rows of its training part; the report then measures it on the untouched part only
     pyrit_training: tuple[float, int] | None = None
 

@@ -7,7 +7,7 @@ Three sources, none of them held-out data:
   answer plus, when ``benign_correct_answers``, the other answers TruthfulQA lists as correct
   (weight ``benign_weight``; 0 leaves them out);
 * ``pyrit``: the PyRIT human labels of the *training* part of
-  :func:`~unlearn.evaluation.human_labels.split_by_objective` (weight ``pyrit_weight``;
+  :func:`~unlearn.data.pyrit_labels.split_by_objective` (weight ``pyrit_weight``;
   ``pyrit_fraction=0`` leaves them out). The other objectives stay untouched for the report.
 
 Length augmentation (``truncation_augment``, word counts k): for each row of the sources named in
@@ -109,7 +109,7 @@ def training_rows(
 ) -> TrainingRows:
     """PKU train rows, then TruthfulQA train answers (safe), then the PyRIT training part, then
     the cut copies of :func:`truncated_copies` (none when ``truncation_augment`` is empty)."""
-    from unlearn.evaluation.human_labels import load_pyrit_labels, split_by_objective
+    from unlearn.data.pyrit_labels import load_pyrit_labels, split_by_objective
 
     rows = TrainingRows()
     for e in forget_train:

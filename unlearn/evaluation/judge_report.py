@@ -7,10 +7,10 @@ judge's score, each with a 95 % cluster-bootstrap interval (:mod:`.agreement_ci`
 * PKU held-out: every labelled response of the forget set's *eval* split (prompts the judge never
   saw), clustered by prompt; plus pair accuracy = share of (safe, unsafe) pairs to one prompt
   where the unsafe one scores higher.
-* PyRIT human labels (:mod:`.human_labels`), clustered by objective, per group and overall, with
+* PyRIT human labels (:mod:`unlearn.data.pyrit_labels`), clustered by objective, per group and overall, with
   and without the rules of :mod:`.rules`. A judge that trained on PyRIT rows
   (:attr:`HarmJudge.pyrit_training`) is measured only on the untouched objectives of the same
-  :func:`~.human_labels.split_by_objective`.
+  :func:`~unlearn.data.pyrit_labels.split_by_objective`.
 * Length robustness: the same held-out PKU responses cut to their first k words
   (:data:`CUT_WORDS`; answers already that short are kept whole), the same agreement block per k.
   Models being unlearned answer in 15–40 words; a judge whose sensitivity collapses on cut
@@ -125,9 +125,9 @@ def length_report(judge: HarmJudge, eval_examples: Sequence, lengths: Sequence[i
 
 def pyrit_rows(judges: Sequence[HarmJudge], items: Sequence) -> tuple[list, str]:
     """The PyRIT rows that none of ``judges`` trained on (each judge's training part is
-    :func:`~.human_labels.split_by_objective` of all ``items`` with its (fraction, seed)), and
+    :func:`~unlearn.data.pyrit_labels.split_by_objective` of all ``items`` with its (fraction, seed)), and
     which rows they are."""
-    from unlearn.evaluation.human_labels import split_by_objective
+    from unlearn.data.pyrit_labels import split_by_objective
 
     splits = list(dict.fromkeys(j.pyrit_training for j in judges if j.pyrit_training is not None))
     if not splits:
