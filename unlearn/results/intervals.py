@@ -4,7 +4,7 @@ For a method with S completed seeds that all kept per-prompt records of the same
 metric's matrix is ``X[s, j]`` = the value of prompt j in seed s (NaN: missing, e.g. the
 fluency of an empty answer), and its interval is
 :func:`unlearn.uncertainty.seed_prompt_interval` (variance components of seeds and prompts with
-a Satterthwaite t quantile, so it carries both the seed-to-seed and the prompt sampling error;
+a generalized pivot, so it carries both the seed-to-seed and the prompt sampling error;
 with one seed, a bootstrap over prompts). Otherwise (no records, e.g. runs from before
 per-prompt logging, or a corpus-level metric such as distinct-2) the interval is a
 t-interval over the S per-seed values, ``mean ± t_{S−1, 0.975} · sd / √S`` (none for S = 1).

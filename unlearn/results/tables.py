@@ -482,7 +482,7 @@ def to_markdown(table: Table) -> str:
         label = f"{row.label}" if row.method != ORIGINAL else f"original ({table.notes.get('model', 'model')})"
         out.write("| " + " | ".join([label, str(row.n), *cells]) + " |\n")
     out.write(f"\nMean over seeds [95% interval] from the per-prompt records, counting both the seed-to-seed "
-              "and the prompt sampling error (variance components, Satterthwaite t; one seed: a bootstrap over "
+              "and the prompt sampling error (variance components, generalized pivot; one seed: a bootstrap over "
               f"prompts, {table.bootstrap.n_boot} resamples); {T_MARK}: a t-interval over the per-seed values (no "
               "per-prompt records for that metric; wide with 3 seeds); the original model: a bootstrap over its "
               "prompts. ↓ lower is better, ↑ higher is better; **bold**: best mean (see "
