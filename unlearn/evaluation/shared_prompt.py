@@ -8,8 +8,8 @@ each answer continues from x's cache, so the cost is |x| + Σ|yʲ| tokens instea
 
 (the first term from the prompt's last position). The result equals :func:`~.perplexity.answer_nll`
 on the same encoded examples (same labels, same truncation) up to floating-point error; a group
-whose answers' encodings do not share one prompt (a prompt cut by ``max_length``) is scored by
-:func:`~.perplexity.answer_nll` instead.
+whose answers' encodings do not share one prompt (a prompt cut by ``max_length``), and every
+group of a model whose forward takes no KV cache, is scored by :func:`~.perplexity.answer_nll`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from unlearn.evaluation.perplexity import answer_nll, model_logits_fn
 from unlearn.losses.tokens import IGNORE_INDEX
 
 
-def cache_keyword(model) -> str:
-    """The forward keyword of the KV cache: ``cache`` (transformers ≥ 5.x) or ``past_key_values``."""
+def cache_keyword(model) -> str | None:
+    """The forward keyword of the KV cache: ``cache`` (transformers ≥ 5.x) or ``past_key_values``;
+    None for a model whose forward takes no cache and no ``position_ids`` (scored separately)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+    params = inspect.signature(type(base).forward).parameters
+    if "position_ids" not in params:
+        return None
+    return next((k for k in ("cache", "past_key_values") if k in params), None)
 
 
 def split_prompt(encoded: dict[str, list[int]]) -> tuple[list[int], list[int]]:
@@ -57,6 +61,7 @@ def shared_prompt_nll(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[list[tuple[float, int]]] = [[] for _ in groups]
     shared, separate = [], []
+    keyword = cache_keyword(model)
     for g, (prompt, answers) in enumerate(groups):
         encoded = [encode_example(tokenizer, prompt, a, max_length, template) for a in answers]
         parts = [split_prompt(e) for e in encoded]
@@ -65,7 +70,7 @@ def shared_prompt_nll(
             for lab, keep in zip(labels, with_eos[g], strict=True):
                 if not keep and lab and lab[-1] == tokenizer.eos_token_id:
                     lab.pop()
-        if all(p == parts[0][0] for p, _ in parts) and parts[0][0] and all(labels):
+        if keyword is not None and all(p == parts[0][0] for p, _ in parts) and parts[0][0] and all(labels):
             shared.append((g, parts[0][0], labels))
         else:
             separate.append(g)
@@ -78,7 +83,6 @@ def shared_prompt_nll(
         for g in separate:
             out[g] = nll[i: i + len(groups[g][1])]
             i += len(groups[g][1])
-    keyword = cache_keyword(model)
     shared.sort(key=lambda item: -len(item[1]) - max(len(lab) for lab in item[2]))
     for s in tqdm(range(0, len(shared), batch_size), desc=desc, disable=not progress_bar):
         batch = shared[s: s + batch_size]
