@@ -17,54 +17,67 @@ import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from harness import DEFAULT_DATA_DIR, compose_config, eval_context, load_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("UNLEARN_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50, help="eval.batch_size (paper_embedded: 50)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: conf/metric/preference.yaml")
+    parser.add_argument("--compare-prefix", action="store_true",
+                        help="also time the preference metric without the shared prompt prefix")
     parser.add_argument("--out", default="outputs/bench/judge_free.json")
     args = parser.parse_args()
 
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from unlearn.data.pku_saferlhf import load_pku_saferlhf
     from unlearn.data.truthfulqa import load_truthfulqa
-    from unlearn.evaluation.metrics import EvalContext, build_metrics
+    from unlearn.evaluation import shared_prompt
+    from unlearn.evaluation.metrics import build_metrics
     from unlearn.evaluation.stage import preference_pairs
 
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"data_dir={args.data_dir}"])
-    loaded = instantiate(cfg.model)
+    cfg = compose_config(f"data_dir={args.data_dir}")
+    loaded = load_model(cfg)
     pairs = preference_pairs(load_pku_saferlhf(args.data_dir).eval)
     normal = [(e.prompt, e.response) for e in load_truthfulqa(args.data_dir).eval]
-    ctx = EvalContext(loaded.model, loaded.tokenizer, [], [], normal, None, lambda: None, lambda: None,
-                      template=cfg.dataset.template, max_length=cfg.dataset.max_length,
-                      batch_size=args.batch_size, progress_bar=False, preference_pairs=pairs)
+    ctx = eval_context(loaded, cfg, normal=normal, batch_size=args.batch_size, preference_pairs=pairs)
     preference = "preference" if args.max_answer_tokens is None else {
         "_target_": "unlearn.evaluation.metrics.preference.PreferenceMargin", "max_answer_tokens": args.max_answer_tokens}
     metrics = {m.name: m for m in build_metrics([preference, "utility"])}
-    times: dict[str, list[float]] = {name: [] for name in metrics}
+
+    def unshared_prefix():  # the chat template's common prefix encoded with every prompt again
+        saved, shared_prompt.MIN_SHARED_PREFIX = shared_prompt.MIN_SHARED_PREFIX, 10**9
+        try:
+            return metrics["preference"].compute(ctx)
+        finally:
+            shared_prompt.MIN_SHARED_PREFIX = saved
+
+    runs = {"preference": lambda: metrics["preference"].compute(ctx), "utility": lambda: metrics["utility"].compute(ctx)}
+    if args.compare_prefix:
+        runs["preference_unshared_prefix"] = unshared_prefix
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    margins: dict[str, float] = {}
     for r in range(args.rounds):
-        for name in (list(metrics) if r % 2 == 0 else list(metrics)[::-1]):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             t0 = time.perf_counter()
-            out = metrics[name].compute(ctx)
+            out = runs[name]()
             times[name].append(time.perf_counter() - t0)
+            if "preference_margin" in out.intervals:
+                margins[name] = out.intervals["preference_margin"].estimate
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {"model": loaded.name, "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
               "n_preference_pairs": len(metrics["preference"].select(pairs)), "n_utility_examples": len(normal),
               "max_answer_tokens": metrics["preference"].max_answer_tokens,
               "median_s": medians, "times_s": times, "preference_over_utility": medians["preference"] / medians["utility"],
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
-              "last_preference_margin": out.intervals.get("preference_margin").estimate
-              if "preference_margin" in out.intervals else None}
+              "preference_margin": margins}
+    if args.compare_prefix:
+        result["shared_over_unshared_prefix"] = medians["preference"] / medians["preference_unshared_prefix"]
     print(json.dumps({k: v for k, v in result.items() if k != "times_s"}, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

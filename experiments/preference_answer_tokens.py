@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from harness import DEFAULT_DATA_DIR, compose_config, eval_context, load_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("UNLEARN_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--pairs", type=int, default=232)
     parser.add_argument("--threads", type=int, default=2)
@@ -29,24 +28,19 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from unlearn.data.pku_saferlhf import load_pku_saferlhf
-    from unlearn.evaluation.metrics import EvalContext
     from unlearn.evaluation.metrics.preference import PreferenceMargin
     from unlearn.evaluation.stage import preference_pairs
 
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"data_dir={args.data_dir}"])
-    loaded = instantiate(cfg.model)
+    cfg = compose_config(f"data_dir={args.data_dir}")
+    loaded = load_model(cfg)
     pairs = preference_pairs(load_pku_saferlhf(args.data_dir).train)
     result = {"split": "train", "model": loaded.name, "max_length": cfg.dataset.max_length, "cuts": {}}
     for k in args.tokens:
         metric = PreferenceMargin(max_pairs=args.pairs, max_answer_tokens=k)
-        ctx = EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None,
-                          max_length=cfg.dataset.max_length, batch_size=50, preference_pairs=pairs)
+        ctx = eval_context(loaded, cfg, batch_size=50, preference_pairs=pairs)
         out = metric.compute(ctx)
         margins = [r["margin"] for r in out.files["preference"]]
         interval = out.intervals["preference_margin"]

@@ -101,16 +101,20 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
 
 
 def test_shared_prompt_nll_equals_separate_scoring(make_config, data_dir: Path) -> None:
-    """The prompt encoded once with its KV cache reused gives answer_nll's values: groups of 1–3
-    answers, cut answers without EOS, and prompts cut by max_length (scored separately)."""
+    """The prompt encoded once with its KV cache reused (after the prompts' common prefix, encoded
+    once for all) gives answer_nll's values: groups of 1–3 answers, cut answers without EOS, and
+    prompts cut by max_length (scored separately)."""
     from hydra.utils import instantiate
 
-    from unlearn.evaluation.shared_prompt import shared_prompt_nll
+    from unlearn.data.formatting import encode_example
+    from unlearn.evaluation.shared_prompt import MIN_SHARED_PREFIX, common_prefix, shared_prompt_nll, split_prompt
 
     loaded = instantiate(make_config("model=tiny_random").model)
     pairs = stage_mod.preference_pairs(load_pku_saferlhf(str(data_dir)).eval)[:7]
     groups = [(p, [s, u][: 1 + i % 2] + (["Short."] if i % 3 == 0 else [])) for i, (p, s, u) in enumerate(pairs)]
     eos = [[j != 1 for j in range(len(answers))] for _, answers in groups]
+    prompts = [split_prompt(encode_example(loaded.tokenizer, p, a[0], 256, "auto"))[0] for p, a in groups]
+    assert len(common_prefix(prompts)) >= MIN_SHARED_PREFIX  # the chat template's system turn is shared
     for max_length in (256, 40):  # 40: most prompts are cut, those groups take the separate path
         got = shared_prompt_nll(loaded.model, loaded.tokenizer, groups, "cpu", max_length, "auto", 3, with_eos=eos)
         flat = [(p, a) for p, answers in groups for a in answers]
@@ -119,6 +123,14 @@ def test_shared_prompt_nll_equals_separate_scoring(make_config, data_dir: Path) 
         assert [len(g) for g in got] == [len(a) for _, a in groups]
         for (n, c), (wn, wc) in zip([v for g in got for v in g], want, strict=True):
             assert c == wc and n == pytest.approx(wn, rel=1e-5, abs=1e-4)
+
+
+def test_common_prefix_leaves_every_prompt_a_token() -> None:
+    from unlearn.evaluation.shared_prompt import common_prefix
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == [1, 2, 3]
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]  # the shorter prompt keeps its last token
+    assert common_prefix([[7, 2], [1, 2]]) == [] and common_prefix([]) == []
 
 
 def test_preference_settings_and_missing_pairs_fail_with_the_fix() -> None:

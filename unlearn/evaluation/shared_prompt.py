@@ -6,7 +6,10 @@ each answer continues from x's cache, so the cost is |x| + Σ|yʲ| tokens instea
 
     NLL(yʲ | x) = −log p(y₁ʲ | x) − Σ_{t≥2} log p(y_tʲ | x, y_<tʲ)
 
-(the first term from the prompt's last position). The result equals :func:`~.perplexity.answer_nll`
+(the first term from the prompt's last position). The prompts' common prefix (a chat template's
+system turn, about half of a short prompt's tokens) is encoded once for all of them and its cache
+copied into every batch, so the prompt tokens cost |common prefix| + Σ(|x| − |common prefix|).
+The result equals :func:`~.perplexity.answer_nll`
 on the same encoded examples (same labels, same truncation) up to floating-point error; a group
 whose answers' encodings do not share one prompt (a prompt cut by ``max_length``), and every
 group of a model whose forward takes no KV cache, is scored by :func:`~.perplexity.answer_nll`.
@@ -14,6 +17,7 @@ group of a model whose forward takes no KV cache, is scored by :func:`~.perplexi
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 
@@ -24,6 +28,8 @@ from tqdm.auto import tqdm
 from unlearn.data.formatting import encode_example
 from unlearn.evaluation.perplexity import answer_nll, model_logits_fn
 from unlearn.losses.tokens import IGNORE_INDEX
+
+MIN_SHARED_PREFIX = 4  # tokens: a shorter common prefix is encoded with each prompt
 
 
 def cache_keyword(model) -> str | None:
@@ -84,15 +90,39 @@ def shared_prompt_nll(
             out[g] = nll[i: i + len(groups[g][1])]
             i += len(groups[g][1])
     shared.sort(key=lambda item: -len(item[1]) - max(len(lab) for lab in item[2]))
+    prefix = _encode_prefix(model, common_prefix([p for _, p, _ in shared]), device, keyword)
     for s in tqdm(range(0, len(shared), batch_size), desc=desc, disable=not progress_bar):
         batch = shared[s: s + batch_size]
-        for (g, _, _), values in zip(batch, _score_batch(model, batch, pad, device, keyword), strict=True):
+        for (g, _, _), values in zip(batch, _score_batch(model, batch, pad, device, keyword, prefix), strict=True):
             out[g] = values
     return out
 
 
-def _score_batch(model, batch, pad: int, device, keyword: str) -> list[list[tuple[float, int]]]:
-    prompts = [p for _, p, _ in batch]
+def common_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix of every prompt that leaves each at least one token of its own
+    (the prompt's last position predicts the answer's first token)."""
+    if not prompts:
+        return []
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return list(first[:n])
+
+
+def _encode_prefix(model, prefix: list[int], device, keyword: str | None):
+    """``(n_tokens, KV cache)`` of the common prefix, or None when it is too short to share."""
+    if keyword is None or len(prefix) < MIN_SHARED_PREFIX:
+        return None
+    ids = torch.tensor([prefix], device=device)
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
+    return len(prefix), getattr(out, "cache", None) or out.past_key_values
+
+
+def _score_batch(model, batch, pad: int, device, keyword: str, prefix=None) -> list[list[tuple[float, int]]]:
+    n_prefix, prefix_cache = prefix if prefix is not None else (0, None)
+    prompts = [p[n_prefix:] for _, p, _ in batch]
     answers = [lab for _, _, labels in batch for lab in labels]
     repeats = torch.tensor([len(labels) for _, _, labels in batch], device=device)
     width = max(len(p) for p in prompts)
@@ -101,8 +131,16 @@ def _score_batch(model, batch, pad: int, device, keyword: str) -> list[list[tupl
     for row, p in enumerate(prompts):  # left padding: every prompt ends at the last column
         ids[row, width - len(p):] = torch.tensor(p, device=device)
         mask[row, width - len(p):] = 1
-    first = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                  use_cache=True, logits_to_keep=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    extra = {}
+    if prefix_cache is not None:  # every row continues the shared prefix (padding sits between them)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+        mask = torch.cat([torch.ones((len(prompts), n_prefix), dtype=torch.long, device=device), mask], dim=1)
+        positions = positions + n_prefix
+        extra[keyword] = cache
+    first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                  **extra)
     cache = getattr(first, "cache", None) or first.past_key_values
     if int(repeats.min()) == int(repeats.max()):
         cache.batch_repeat_interleave(int(repeats[0]))
