@@ -44,8 +44,11 @@ test: setup
 
 # Step benchmark: weighted sum (one backward) vs weighted_sum/mgda/dual (three gradients),
 # interleaved in one process; prints medians and ratios, writes outputs/bench/bench_step.json.
+# Then the sharded row: trainer.strategy=fsdp dual vs an FSDP weighted sum on 2 gloo ranks
+# (tiny Llama), step-time ratios and bytes communicated per step: outputs/bench/bench_fsdp.json.
 bench: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python experiments/bench_step.py
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/bench_fsdp.py
 
 # The comparison of experiment=paper_embedded (6 methods × 3 seeds on the embedded SmolLM2):
 # runs only the jobs that are missing (finished runs are skipped; failed or killed ones are moved
@@ -62,11 +65,13 @@ paper-tables: setup
 
 # Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 15
 # steps, 5 jailbreak templates, int8 and int4 weights) on the original model and on the seed-0
-# models that `make paper-tables` saved under outputs/sweeps/paper_embedded/<method>/seed=0/model/,
+# models that `make paper-tables` saved under outputs/sweeps/paper_embedded/<method label>/seed=0/model/
+# (every one found there, in the grid's order),
 # 2 jobs × 1 thread; then results/robustness/robustness.{md,csv,png}.
 robustness: setup
+	models="$$($(BIN)/python -m unlearn.results.robustness --sweep-override outputs/sweeps/paper_embedded)" && \
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.evaluate -m experiment=robustness \
-		hydra/launcher=$(LAUNCHER) threads=$(JOB_THREADS) $(SWEEP_ARGS)
+		"$$models" hydra/launcher=$(LAUNCHER) threads=$(JOB_THREADS) $(SWEEP_ARGS)
 	$(BIN)/python -m unlearn.results.robustness outputs/robustness/paper_embedded --out results/robustness
 
 clean:

@@ -18,6 +18,9 @@ def compose_config(*overrides: str):
     """``conf/config.yaml`` composed with ``overrides``, as ``python -m unlearn.run`` would."""
     from hydra import compose, initialize_config_dir
 
+    from unlearn.config_resolvers import register_resolvers
+
+    register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

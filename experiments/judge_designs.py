@@ -150,8 +150,8 @@ class EmbeddingCache:
 # ---------------------------------------------------------------- features
 def extras(prompts, answers) -> np.ndarray:
     """Cheap hand-made signals: length, refusal opening, refusal/caution word counts (the
-    judge's own :func:`unlearn.evaluation.judge_features.hand_features`)."""
-    from unlearn.evaluation.judge_features import hand_features
+    judge's own :func:`unlearn.evaluation.judges.features.hand_features`)."""
+    from unlearn.evaluation.judges.features import hand_features
 
     return hand_features(prompts, answers)
 
@@ -169,7 +169,7 @@ class Features:
     def fit(self, rows: Rows, emb: EmbeddingCache) -> Features:
         from sklearn.preprocessing import StandardScaler
 
-        from unlearn.evaluation.embedded_judge import tfidf_fit
+        from unlearn.evaluation.judges.embedded import tfidf_fit
 
         f = Features(self.answer_tfidf, self.answer_emb, self.prompt_tfidf, self.prompt_emb, self.interaction,
                      self.hand)
@@ -206,7 +206,7 @@ class Features:
     def transform(self, rows: Rows, emb: EmbeddingCache):
         from scipy.sparse import csr_matrix, hstack
 
-        from unlearn.evaluation.embedded_judge import tfidf_transform
+        from unlearn.evaluation.judges.embedded import tfidf_transform
 
         blocks = []
         if self.answer_tfidf:

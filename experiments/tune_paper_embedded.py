@@ -1,23 +1,26 @@
 """Tune experiment=paper_embedded on the training split only, and print what each setting does.
 
-Each candidate is one ``python -m unlearn.run experiment=paper_embedded +method=<m>`` run with
+Each candidate is one ``python -m unlearn.run experiment=paper_embedded <method overrides>`` run with
 ``eval.split=train``: generations, harmful rate and fluency come from *training* prompts, and
 utility from training TruthfulQA answers, so no held-out prompt is looked at while choosing
 (the results module lists such runs as "excluded", never as results). The probe
 (``probe/*``: losses on fixed training examples) shows the forget loss and the KL to the
 original model on the same examples before and after.
 
-    python experiments/tune_paper_embedded.py --lr 3e-5 5e-5 --methods uce_dual --jobs 2
-    python experiments/tune_paper_embedded.py --lr 5e-5 --steps 25 40 --methods uce_dual ga_weighted_sum
+    python experiments/tune_paper_embedded.py --lr 3e-5 5e-5 --methods "loss=uce aggregator=dual" --jobs 2
+    python experiments/tune_paper_embedded.py --lr 5e-5 --steps 25 40 \
+        --methods "loss=uce aggregator=dual" "loss=ga aggregator=weighted_sum aggregator.weights=[0.5,1,1]"
     python experiments/tune_paper_embedded.py --pairs 3e-5:25 5e-5:15      # same lr × steps, cheaper
 
-Runs go to outputs/tuning/paper_embedded/<method>/lr<lr>_steps<n>/ and a finished run is not
+A method is the overrides that compose it (space-separated). Runs go to
+outputs/tuning/paper_embedded/<overrides as a folder name>/lr<lr>_steps<n>/ and a finished run is not
 redone; ``--jobs 2`` runs two at a time with one torch thread each (the fastest use of 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import itertools
 import json
 import os
@@ -27,6 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def slug(overrides: str) -> str:
+    """A folder name for a set of overrides (Hydra's grammar forbids '=' in a run dir override)."""
+    return re.sub(r"[^\w.+,-]+", "_", overrides.replace("=", "-")).strip("_")
 COLUMNS = [
     ("probe/forget", "initial/probe/forget", "final/probe/forget"),
     ("probe/kl", None, "final/probe/kl"),
@@ -38,12 +46,12 @@ COLUMNS = [
 
 
 def run_one(method: str, lr: str, steps: int, args: argparse.Namespace) -> Path:
-    run_dir = Path(args.out) / method / f"lr{lr}_steps{steps}"
+    run_dir = Path(args.out) / slug(method) / f"lr{lr}_steps{steps}"
     summary = run_dir / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
         return run_dir
     overrides = [
-        "experiment=paper_embedded", f"+method={method}", f"trainer.optimizer.lr={lr}",
+        "experiment=paper_embedded", *method.split(), f"trainer.optimizer.lr={lr}",
         f"trainer.max_steps={steps}", "eval.split=train", f"eval.n_prompts={args.prompts}",
         f"eval.utility_max_examples={args.prompts}", f"threads={1 if args.jobs > 1 else 2}",
         "logger=disabled", f"hydra.run.dir={run_dir}", *args.overrides,
@@ -71,7 +79,8 @@ def row(run_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["uce_dual"])
+    parser.add_argument("--methods", nargs="+", default=["loss=uce aggregator=dual"],
+                        help="each a quoted set of overrides that composes the method")
     parser.add_argument("--lr", nargs="+", default=["3e-5", "5e-5"])
     parser.add_argument("--steps", nargs="+", type=int, default=[25])
     parser.add_argument("--pairs", nargs="+", default=None, metavar="LR:STEPS",

@@ -10,6 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from unlearn.config_resolvers import register_resolvers
+
+register_resolvers()  # as the entry points do: configs use ${method_label:} and ${sweep_run_dir:…}
+
 # Set before any test module imports transformers/datasets: they read these once, at import.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")

@@ -112,7 +112,7 @@ def test_truthfulqa_csv_from_hub_rows_reads_like_the_shared_copy(data_dir: Path,
     """Hub rows rebuilt from the shared CSV → TruthfulQA.csv: the loader and the judge read the same."""
     from unlearn.data.records import read_csv
     from unlearn.data.truthfulqa import load_truthfulqa
-    from unlearn.evaluation.judge_data import truthfulqa_correct_answers
+    from unlearn.evaluation.judges.training_data import truthfulqa_correct_answers
 
     def split_answers(text: str) -> list[str]:
         return [a.strip() for a in text.split(";") if a.strip()]

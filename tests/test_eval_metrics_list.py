@@ -77,7 +77,7 @@ def test_default_list_is_conf_eval_default() -> None:
 @pytest.mark.parametrize("entries, message", [
     (["nope"], r"unknown metric 'nope'; choose from \[.*freshqa.*lm_eval"),
     ([{"_target_": "unlearn.evaluation.metrics.nope.Missing"}], "check the _target_ path"),
-    ([{"_target_": "unlearn.evaluation.harm_judge.Verdict", "harmful": True, "score": 0.0}],
+    ([{"_target_": "unlearn.evaluation.judges.base.Verdict", "harmful": True, "score": 0.0}],
      "not a subclass of .*Metric"),
     (["utility", "utility"], "two metrics are named"),
     ([{"_target_": "unlearn.evaluation.metrics.freshqa.FreshQAUtility", "split": "VAL"}], "split must be TEST or DEV"),

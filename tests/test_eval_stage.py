@@ -19,7 +19,7 @@ from conftest import REPO, TINY
 from unlearn.evaluation import stage as stage_mod
 from unlearn.evaluation.correction import ConfusionCounts
 from unlearn.evaluation.generation import Generation
-from unlearn.evaluation.harm_judge import HarmJudge
+from unlearn.evaluation.judges.base import HarmJudge
 from unlearn.evaluation.toxicity import OfflineScorer
 
 FAST_EVAL = [o for o in TINY if not o.startswith("eval.")] + [

@@ -111,8 +111,10 @@ def test_a_brand_new_aggregator_and_loss_need_no_list(base: DictConfig) -> None:
         ["precision: checkpoint='<absent>', now='tf32'"]
 
 
-def test_every_declared_pattern_matches_a_real_key_and_says_why(base: DictConfig) -> None:
-    hit = {identity.non_result_pattern(k) for k in _flat(plain(base))} - {None}
+def test_every_declared_pattern_matches_a_real_key_and_says_why(base: DictConfig, data_dir) -> None:
+    paper = compose_config(["experiment=paper_embedded"], data_dir)  # an experiment adds its grid
+    llama = compose_config(["model=llama3_8b"], data_dir)               # a model declares its architecture
+    hit = {identity.non_result_pattern(k) for c in (base, paper, llama) for k in _flat(plain(c))} - {None}
     assert hit | {"hydra"} == set(identity.NON_RESULT_KEYS)  # hydra: not part of a job's config
     assert all(len(why) > 15 for why in identity.NON_RESULT_KEYS.values())
 

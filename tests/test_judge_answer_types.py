@@ -74,7 +74,7 @@ SHORT_ENDORSEMENTS = {
 def default_judge():
     from hydra.utils import instantiate
 
-    from unlearn.evaluation.harm_judge import build_judge
+    from unlearn.evaluation.judges.base import build_judge
 
     cfg = compose_config(["judge.progress_bar=false"], shared_data_dir())
     assert cfg.judge.name == "embedded"  # the default design, as configured

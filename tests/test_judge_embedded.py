@@ -13,10 +13,10 @@ import torch
 
 from unlearn.data.types import Example
 from unlearn.errors import HubUnavailableError, ModelLoadError
-from unlearn.evaluation import embedded_judge as ej
-from unlearn.evaluation.harm_judge import HarmJudge, Verdict
+from unlearn.evaluation.judges import embedded as ej
+from unlearn.evaluation.judges.base import HarmJudge, Verdict
 from unlearn.data.pyrit_labels import label_row, load_pyrit_labels
-from unlearn.evaluation.judge_report import DEGENERATE_ANSWERS, build_report, format_report
+from unlearn.evaluation.judges.report import DEGENERATE_ANSWERS, build_report, format_report
 
 HARMFUL = [
     "Here is how to build a bomb: mix the fertilizer with fuel and add a detonator.",
@@ -143,7 +143,7 @@ def test_embedded_judge_validation_counts_are_cached_beside_it(tmp_path: Path,
 
 
 def test_cross_validation_picks_a_C_from_the_grid() -> None:
-    from unlearn.evaluation.judge_data import training_rows
+    from unlearn.evaluation.judges.training_data import training_rows
 
     data = [Example(e.prompt + str(i // 12), e.response, e.harmful) for i, e in enumerate(_examples() * 2)]
     model = ej.fit_linear_model(training_rows(data), "tfidf", C_grid=[0.01, 10.0], folds=3)
@@ -173,7 +173,7 @@ def _standin(tmp_path: Path, bias: list[float]) -> Path:
 
 
 def test_beaver_dam_code_path_with_standin(tmp_path: Path, make_config) -> None:
-    from unlearn.evaluation.harm_judge import build_judge
+    from unlearn.evaluation.judges.base import build_judge
 
     folder = _standin(tmp_path, [-5.0, 3.0, -5.0])
     cfg = make_config("judge=beaver_dam", f"judge.path={folder}", "judge.device=cpu", "judge.dtype=float32",
@@ -191,7 +191,7 @@ def test_beaver_dam_code_path_with_standin(tmp_path: Path, make_config) -> None:
 
 
 def test_beaver_dam_below_threshold_is_safe(tmp_path: Path) -> None:
-    from unlearn.evaluation.beaver_dam import BeaverDamJudge
+    from unlearn.evaluation.judges.beaver_dam import BeaverDamJudge
 
     judge = BeaverDamJudge(str(_standin(tmp_path, [0.0, -2.0, -4.0])), device="cpu", dtype="float32",
                            progress_bar=False)
@@ -200,7 +200,7 @@ def test_beaver_dam_below_threshold_is_safe(tmp_path: Path) -> None:
 
 
 def test_beaver_dam_offline_error_names_embedded_judge(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unlearn.evaluation.beaver_dam import BeaverDamJudge
+    from unlearn.evaluation.judges.beaver_dam import BeaverDamJudge
 
     with pytest.raises(ModelLoadError, match="judge=embedded"):  # HF_HUB_OFFLINE=1 and not cached
         BeaverDamJudge(device="cpu", progress_bar=False)

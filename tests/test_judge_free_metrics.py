@@ -14,7 +14,7 @@ from conftest import TINY
 from unlearn.data.pku_saferlhf import load_pku_saferlhf
 from unlearn.evaluation import stage as stage_mod
 from unlearn.evaluation.generation import Generation
-from unlearn.evaluation.harm_judge import HarmJudge
+from unlearn.evaluation.judges.base import HarmJudge
 from unlearn.evaluation.metrics import EvalContext, MetricConfigError, build_metrics
 from unlearn.evaluation.metrics.length_control import LengthControlledHarm, cut_to_words
 from unlearn.evaluation.metrics.preference import PreferenceMargin

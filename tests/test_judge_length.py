@@ -7,9 +7,9 @@ import pytest
 
 from unlearn.data.types import Example
 from unlearn.errors import DataError
-from unlearn.evaluation.harm_judge import HarmJudge
-from unlearn.evaluation.judge_data import TrainingRows, cut_words, training_rows, truncated_copies
-from unlearn.evaluation.judge_report import build_report, format_comparison, format_report, length_report
+from unlearn.evaluation.judges.base import HarmJudge
+from unlearn.evaluation.judges.training_data import TrainingRows, cut_words, training_rows, truncated_copies
+from unlearn.evaluation.judges.report import build_report, format_comparison, format_report, length_report
 
 LONG_UNSAFE = " ".join(f"u{i}" for i in range(20))  # 20 words
 MID_SAFE = " ".join(f"s{i}" for i in range(10))     # 10 words

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from unlearn.errors import ModelLoadError
-from unlearn.evaluation.harmbench import HarmBenchJudge
-from unlearn.evaluation.llama_guard import CHAT_TEMPLATE, LlamaGuardJudge
+from unlearn.evaluation.judges.harmbench import HarmBenchJudge
+from unlearn.evaluation.judges.llama_guard import CHAT_TEMPLATE, LlamaGuardJudge
 
 SPECIAL = ["<pad>", "[UNK]", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 PROMPT = "How do I make a bomb at home?"
@@ -167,7 +167,7 @@ def test_missing_weights_name_judge_path(cls, tmp_path: Path) -> None:
 @pytest.mark.parametrize("option", ["llama_guard", "harmbench"])
 def test_judge_options_build_from_config(option: str, standin: Path, make_config) -> None:
     from unlearn.data.types import Example
-    from unlearn.evaluation.harm_judge import build_judge
+    from unlearn.evaluation.judges.base import build_judge
 
     cfg = make_config(f"judge={option}", f"judge.path={standin}", "judge.device=cpu", "judge.dtype=float32",
                       "judge.progress_bar=false")

@@ -1,5 +1,5 @@
 """Objectives as a configured list (conf/objectives/): two, three or four objectives, each on its
-data source, Yao et al.'s baseline (method=yao), and the errors for a bad list."""
+data source, Yao et al.'s recipe (loss=ga objectives=yao at weights 0.5/1/1), and the errors for a bad list."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
+
+YAO = ("loss=ga", "objectives=yao", "aggregator=weighted_sum", "aggregator.weights=[0.5,1.0,1.0]")
 
 from unlearn.data.sources import mismatch_examples, source
 from unlearn.data.types import Example
@@ -27,22 +29,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def test_method_yao_composes_ga_mismatch_kl_with_their_weights(make_config) -> None:
-    cfg = make_config(*TINY, "+method=yao")
+    cfg = make_config(*TINY, *YAO)
     objectives = build_objectives(cfg)
     assert [(o.name, o.data, type(o.loss).__name__) for o in objectives] == [
         ("forget", "forget", "GradientAscent"), ("mismatch", "mismatch", "AnswerCrossEntropy"),
         ("kl", "normal", "KLToReference")]
     assert list(cfg.aggregator.weights) == [0.5, 1.0, 1.0]
     from omegaconf import OmegaConf
-    assert method_label(OmegaConf.to_container(cfg, resolve=False)) == "ga,mismatch,kl+weighted_sum"
+    assert method_label(OmegaConf.to_container(cfg, resolve=False)) == "ga,mismatch,kl+weighted_sum(weights=0.5,1,1)"
     assert method_label(OmegaConf.to_container(make_config(*TINY), resolve=False)) == "uce+dual"
 
 
 def test_yao_run_logs_each_objective(make_config, tmp_path: Path) -> None:
-    """``python -m unlearn.run method=yao`` on tiny_random: three losses, the 0.5/1/1 weights,
+    """Yao et al.'s recipe on tiny_random: three losses, the 0.5/1/1 weights,
     a mismatch loss that is a cross-entropy (> 0) and GA's mean log p (< 0)."""
-    summary = run_experiment(make_config(*TINY, "+method=yao"), tmp_path)
-    assert summary["status"] == "completed" and summary["method"] == "ga,mismatch,kl+weighted_sum"
+    summary = run_experiment(make_config(*TINY, *YAO), tmp_path)
+    assert summary["status"] == "completed" and summary["method"] == "ga,mismatch,kl+weighted_sum(weights=0.5,1,1)"
     assert summary["objectives"] == ["forget", "mismatch", "kl"]
     lines = read_metrics(tmp_path)
     for record in lines:

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "unlearn"
 # lower number = lower layer; a subpackage may import its own layer or lower ones
 LAYERS = {
     "<root>": 0, "errors": 0,
-    "hub": 1, "identity": 1, "uncertainty": 1, "config_check": 1,
+    "memory": 1,
+    "hub": 1, "identity": 1, "cache": 1, "uncertainty": 1, "config_check": 1, "config_resolvers": 2,
     "data": 2, "losses": 2, "aggregators": 2, "models": 2, "tracking": 2, "checkpoint": 2,
     "training": 3,
     "evaluation": 4,

@@ -35,12 +35,18 @@ METRICS = ("harmful_rate", "toxicity", "obscene", "fluency_ppl", "distinct_2", "
 BEFORE = {"harmful_rate": 0.8, "toxicity": 0.05, "obscene": 0.02, "fluency_ppl": 4.0,
           "distinct_2": 0.6, "utility_ppl": 9.0}
 TARGETS = {"ga+weighted_sum": "unlearn.losses.GradientAscent", "uce+dual": "unlearn.aggregators.DualSpace"}
+# what the sweep driver writes beside the runs: the grid's row order, reference and names
+GRID = {"methods": ["ga+weighted_sum", "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum"],
+        "reference": "uce+dual", "names": {"uce+dual": "MOLLM"}}
 
 
 def make_run(root: Path, experiment: str | None, method: str, seed: int, status: str = "completed",
              after: dict | None = None, steps: int = 4, descent: list[dict] | None = None,
              logger_mode: str = "disabled", torn: bool = False) -> Path:
     loss, agg = method.split("+")
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "grid.json").exists() and not root.name.startswith("."):
+        (root / "grid.json").write_text(json.dumps(GRID))
     run_dir = root / method.replace("+", "_") / f"seed={seed}"
     (run_dir / ".hydra").mkdir(parents=True)
     loss_t = {"ga": "unlearn.losses.GradientAscent", "uce": "unlearn.losses.UCE", "npo": "unlearn.losses.NPO"}[loss]
@@ -375,6 +381,26 @@ def test_plots_are_png(sweep: Path, tmp_path: Path) -> None:
     for path in files.values():
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+
+
+def test_tradeoff_plots_follow_the_declared_roles(tmp_path: Path) -> None:
+    """Every forgetting column × every cost column a run declares gets a plot, a higher-is-better
+    axis included; a metric without a role gets none."""
+    from unlearn.evaluation.metrics.columns import Column
+
+    root = tmp_path / "sweeps" / "e"
+    declared = [Column("harmful_rate", "Harmful rate", "lower", tradeoff="forgetting"),
+                Column("preference_margin", "Margin", "higher", tradeoff="forgetting"),
+                Column("fluency_ppl", "Fluency (PPL)", "lower", tradeoff="cost"),
+                Column("distinct_2", "Diversity", "higher")]
+    for seed, (hr, margin) in enumerate([(0.2, 0.1), (0.3, 0.05)]):
+        run = make_run(root, "e", "uce+dual", seed, after=after(hr, preference_margin=margin))
+        summary = json.loads((run / "summary.json").read_text())
+        summary["eval/columns"] = [c.to_dict() for c in declared]
+        summary["eval/before/preference_margin"] = 0.0
+        (run / "summary.json").write_text(json.dumps(summary))
+    files = write_plots(build_table("e", collect_runs([root])), tmp_path / "plots")
+    assert {k for k in files if "_vs_" in k} == {"harmful_vs_fluency", "preference_vs_fluency"}
 
 
 def test_cli_writes_one_folder_per_experiment(sweep: Path, tmp_path: Path, capsys) -> None:

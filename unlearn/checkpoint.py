@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from unlearn import identity
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -214,24 +214,31 @@ class CheckpointManager:
         name = f"step-{step:06d}"
         tmp = self.root / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()},
-                  str(tmp / "model.safetensors"), metadata={"step": str(step)})
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        if scheduler is not None:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(capture_rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(dict(state), indent=1) + "\n", encoding="utf-8")
-        if metrics_path is not None and metrics_path.is_file():
-            shutil.copyfile(metrics_path, tmp / "metrics.jsonl")
-        files = {}
-        for path in sorted(tmp.iterdir()):
-            _fsync_file(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        manifest = {"format": FORMAT_VERSION, "step": step, "created": time.time(), "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        _fsync_file(tmp / MANIFEST)
-        _fsync_dir(tmp)
+        try:
+            tmp.mkdir()
+            save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()},
+                      str(tmp / "model.safetensors"), metadata={"step": str(step)})
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if scheduler is not None:
+                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(capture_rng_state(), tmp / "rng.pt")
+            (tmp / "state.json").write_text(json.dumps(dict(state), indent=1) + "\n", encoding="utf-8")
+            if metrics_path is not None and metrics_path.is_file():
+                shutil.copyfile(metrics_path, tmp / "metrics.jsonl")
+            files = {}
+            for path in sorted(tmp.iterdir()):
+                _fsync_file(path)
+                files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            manifest = {"format": FORMAT_VERSION, "step": step, "created": time.time(), "files": files}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            _fsync_file(tmp / MANIFEST)
+            _fsync_dir(tmp)
+        except Exception as exc:  # e.g. a full disk: the older checkpoints stay as they were
+            shutil.rmtree(tmp, ignore_errors=True)
+            full = disk_full(exc, self.root, f"checkpoint {name}")
+            if full is not None:
+                raise full from exc
+            raise
 
         target = self.root / name
         old = None

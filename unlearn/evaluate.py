@@ -19,6 +19,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from unlearn.config_resolvers import register_resolvers
+
+# Hydra resolves the run dir (``${method_label:}`` in experiments' hydra.sweep.subdir) in this
+# process and in every launcher worker, which imports this module to find the task function.
+register_resolvers()
+
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 

@@ -6,14 +6,21 @@ torch-free place used by runs, resume, sweeps, the evaluation cache and the tabl
     <loss>+<aggregator>[<optimizer>,<aggregation metric>]
     <loss>,<objective>,…+<aggregator>[…]      (objectives other than MOLLM's forget, kl, retain)
 
-* loss and aggregator: the ``_target_`` class names, lowercased, with the few short names below
-  (``GradientAscent`` → ``ga``, ``DualSpace`` → ``dual``, ``WeightedSum`` → ``weighted_sum``);
-  ``uce_bounded`` for ``loss.bounded=true``;
+* loss, aggregator, optimizer: the name of the option file of the config group (``conf/loss/``,
+  …, and any folder on Hydra's search path) whose ``_target_`` matches and whose values differ
+  least from the run's (ties: the option Hydra's ``hydra.runtime.choices`` records): ``uce``,
+  ``dual``, ``weighted_sum``; so ``loss=uce loss.bounded=true`` is ``uce_bounded``, as
+  ``loss=uce_bounded`` is. A component with no option file gets its class name, lowercased;
+* each name carries, in parentheses, the hyperparameters that differ from that option file:
+  ``ga+weighted_sum(weights=0.5,1,1)``, ``dual(rank_tol=0.01)``, so two runs with other
+  settings of one component never share a row (the optimizer's ``lr``, which every row of a grid
+  sets, is shown in the table notes instead, and a row mixing rates is flagged there);
 * objectives: when the ``objectives`` list is not MOLLM's (``forget``, ``kl``, ``retain``), its
   names in order, ``forget`` written as the loss: Yao et al.'s ``ga,mismatch,kl+weighted_sum``;
 * the bracket appears only when the update rule differs from the default (AdamW, Euclidean
-  aggregation): ``uce+dual[sgd]``, ``uce+dual[metricadam,preconditioned]``. Runs that differ only
-  in the optimizer therefore never share a table row.
+  aggregation): ``uce+dual[sgd]``, ``uce+dual[metric_adam,preconditioned]``.
+
+A new loss, aggregator or optimizer therefore needs no entry anywhere: its option file names it.
 
 **Result settings**: every config key changes a result unless it matches a pattern of
 :data:`NON_RESULT_KEYS` (each with the reason it cannot change a number). So a new loss,
@@ -33,44 +40,127 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from fnmatch import fnmatchcase
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-SHORT_NAMES = {"gradientascent": "ga", "dualspace": "dual", "weightedsum": "weighted_sum"}
+_MISSING = object()
+
 DEFAULT_OPTIMIZER = "adamw"
 DEFAULT_METRIC = "euclidean"
 DEFAULT_OBJECTIVES = ("forget", "kl", "retain")  # MOLLM's: unlearn.training.objectives.OBJECTIVES
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The method's components: label position -> (config group, where the group's node sits in a run's config)
+COMPONENTS = {"loss": ("loss", ("loss",)), "aggregator": ("aggregator", ("aggregator",)),
+              "optimizer": ("optimizer", ("trainer", "optimizer"))}
+UNLABELLED = {"optimizer": frozenset({"lr"})}  # set by every row of a grid; shown in the table notes
 
 
-def _class_name(node: Any) -> str:
-    target = str(node.get("_target_", "?")) if isinstance(node, Mapping) else "?"
-    name = target.rsplit(".", 1)[-1].lower()
-    return SHORT_NAMES.get(name, name)
+@lru_cache(maxsize=256)
+def _option_file(path: str) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        value = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    value.pop("defaults", None)
+    return value
 
 
-def method_label(config: Mapping[str, Any]) -> str:
-    """The method's label, e.g. ``uce+dual`` or ``uce+mgda[sgd]`` (see the module docstring)."""
-    loss_node = config.get("loss")
-    loss = _class_name(loss_node)
-    if isinstance(loss_node, Mapping) and loss_node.get("bounded"):
-        loss += "_bounded"
+def _options(group: str, search_path: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+    """``{option name: values}`` of a config group's YAML files; as in Hydra, the first folder of
+    the search path that has an option wins."""
+    out: dict[str, dict[str, Any]] = {}
+    for root in search_path:
+        folder = Path(root) / group
+        for file in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            values = _option_file(str(file))
+            if values is not None:
+                out.setdefault(file.stem, values)
+    return out
+
+
+def _differences(node: Mapping[str, Any], option: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The node's result-changing values that differ from the option file's (dotted keys)."""
+    ours, theirs = _flatten(node), _flatten(option)
+    return {k: v for k, v in ours.items()
+            if k not in ("_target_", "_partial_") and theirs.get(k, _MISSING) != v and is_result_key(f"{prefix}.{k}")}
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def component_label(role: str, config: Mapping[str, Any], choice: str | None = None,
+                    search_path: Sequence[str | Path] = (CONF_DIR,)) -> str | None:
+    """``name`` or ``name(key=value,…)`` of one component (module docstring); None when the config
+    has no such node or it names no ``_target_``."""
+    group, where = COMPONENTS[role]
+    node: Any = config
+    for key in where:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return None
+    options = _options(group, search_path)
+    target = node.get("_target_")
+    same = {name: values for name, values in options.items() if values.get("_target_") == target}
+    if not same:  # the same class through another import path (unlearn.losses.forget.UCE)
+        cls = str(target).rsplit(".", 1)[-1]
+        same = {name: values for name, values in options.items()
+                if str(values.get("_target_", "")).rsplit(".", 1)[-1] == cls}
+    # the option the node is closest to, so a label depends on what ran, not on how it was spelled
+    # (loss=uce_bounded and loss=uce loss.bounded=true are one method); ties go to Hydra's choice
+    choice = min(same, key=lambda n: (len(_differences(node, same[n], ".".join(where))), n != choice, n), default=None)
+    if choice is None:
+        return str(target or "?").rsplit(".", 1)[-1].lower()
+    changed = {k: v for k, v in _differences(node, options[choice], ".".join(where)).items()
+               if k not in UNLABELLED.get(role, ())}
+    return choice + (f"({','.join(f'{k}={_format_value(v)}' for k, v in sorted(changed.items()))})" if changed else "")
+
+
+def method_label(config: Mapping[str, Any], choices: Mapping[str, Any] | None = None,
+                 search_path: Sequence[str | Path] | None = None) -> str:
+    """The method's label, e.g. ``uce+dual`` or ``ga+weighted_sum(weights=0.5,1,1)[sgd]`` (module
+    docstring). ``choices``: Hydra's ``hydra.runtime.choices`` of the run; ``search_path``: the
+    folders holding the config groups (default: the suite's ``conf/``)."""
+    path = tuple(search_path) if search_path else (CONF_DIR,)
+    chosen = dict(choices or {})
+    labels = {role: component_label(role, config, chosen.get(COMPONENTS[role][0]), path) for role in COMPONENTS}
+    loss = labels["loss"] or "?"
     objectives = config.get("objectives")
     names = tuple(objectives) if isinstance(objectives, Mapping) else DEFAULT_OBJECTIVES
     if names != DEFAULT_OBJECTIVES:
         loss = ",".join(loss if n == "forget" else n for n in names)
-    label = f"{loss}+{_class_name(config.get('aggregator'))}"
+    label = f"{loss}+{labels['aggregator'] or '?'}"
     trainer = config.get("trainer") if isinstance(config.get("trainer"), Mapping) else {}
     update = []
-    optimizer = trainer.get("optimizer")
-    if isinstance(optimizer, Mapping) and "_target_" in optimizer:
-        name = _class_name(optimizer)
-        if name != DEFAULT_OPTIMIZER:
-            update.append(name)
+    optimizer = labels["optimizer"]
+    if optimizer is not None and optimizer != DEFAULT_OPTIMIZER:
+        update.append(optimizer)
     metric = str(trainer.get("aggregation_metric", DEFAULT_METRIC))
     if metric != DEFAULT_METRIC:
         update.append(metric)
     return label + (f"[{','.join(update)}]" if update else "")
+
+
+def hydra_label_context(hydra_node: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """``(choices, search path)`` for :func:`method_label` from a run's ``hydra`` node (the
+    ``hydra.runtime`` of ``.hydra/hydra.yaml`` or of a composed config): its file config sources."""
+    runtime = (hydra_node or {}).get("runtime") or {}
+    sources = [str(s.get("path")) for s in runtime.get("config_sources") or []
+               if isinstance(s, Mapping) and s.get("schema") == "file" and s.get("path")]
+    return dict(runtime.get("choices") or {}), sources
 
 
 # ----------------------------------------------------------------------------- result settings
@@ -88,6 +178,7 @@ NON_RESULT_KEYS: dict[str, str] = {
     "cache_dir": "where derived artefacts (model safetensors, judges, evaluations) are cached",
     "*.cache_dir": "the same cache, as a component receives it",
     "hydra": "Hydra's own settings: run and sweep dirs, launcher, job name",
+    "grid": "an experiment's rows and seeds: which runs a sweep contains, not how one of them runs",
     # how a run is watched
     "logger": "W&B mode, project, entity, group, tags: where metrics are sent, not what they are",
     "*.progress_bar": "a tqdm bar on the terminal",
@@ -104,6 +195,16 @@ NON_RESULT_KEYS: dict[str, str] = {
     "eval.every_n_steps": "extra evaluations during training, under a preserved RNG: training and "
                           "the before/after numbers are unchanged",
     "eval.every_n_prompts": "the size of those extra evaluations",
+    "model.architecture": "the model's shape declared for the memory estimate; the loaded weights decide the run",
+    "trainer.memory_check": "whether a config estimated not to fit is refused before loading",
+    # how the arithmetic is laid out over devices: memory and speed, not what is computed
+    "trainer.strategy": "single, ddp or fsdp: the same per-objective mean gradients, Gramian and "
+                        "update, summed in another order (fsdp = a one-process replay within 1e-6, "
+                        "tests/test_fsdp.py); declared non-result like threads (note below)",
+    "trainer.fsdp.reshard_after_forward": "whether gathered weights are kept between forward and "
+                                          "backward: memory only, the same numbers",
+    "trainer.gradient_checkpointing": "activations recomputed in the backward pass instead of kept: "
+                                      "the same losses and gradients (tests/test_memory.py)",
     # where the arithmetic runs: declared non-result (see the note below)
     "threads": "torch CPU threads: declared non-result (note below)",
     "*.device": "cpu / cuda / auto for a model, judge or scorer: declared non-result (note below)",

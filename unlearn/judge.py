@@ -1,6 +1,6 @@
 """``python -m unlearn.judge [--compare] [overrides]``: train (or load) the harm judge and print its report.
 
-The report (:mod:`unlearn.evaluation.judge_report`) gives accuracy, sensitivity, specificity and
+The report (:mod:`unlearn.evaluation.judges.report`) gives accuracy, sensitivity, specificity and
 AUROC with 95 % intervals on the held-out PKU pairs (the forget set's eval split, never trained
 on) and against the human labels of ../shared/data/pyrit-scorer-evals (only the untouched
 objectives when the judge trained on PyRIT rows), the share of the normal set's eval-split
@@ -25,12 +25,15 @@ new offline design is one new YAML file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from unlearn.cache import temp_path
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-OFFLINE_TARGET = "unlearn.evaluation.embedded_judge.build_embedded_judge"
+OFFLINE_TARGET = "unlearn.evaluation.judges.embedded.build_embedded_judge"
 
 
 def compose(overrides: list[str]):
@@ -51,14 +54,14 @@ def build_for(cfg):
     """The configured judge (trained on the forget and normal train splits) and its eval data."""
     from hydra.utils import instantiate
 
-    from unlearn.evaluation.harm_judge import build_judge
+    from unlearn.evaluation.judges.base import build_judge
 
     forget, normal = instantiate(cfg.dataset.forget), instantiate(cfg.dataset.normal)
     return build_judge(cfg.judge, forget.train, normal_train=normal.train), forget.eval, normal.eval
 
 
 def report_for(judge, pku_eval, normal_eval, pyrit, compared_with=()) -> dict[str, Any]:
-    from unlearn.evaluation.judge_report import build_report
+    from unlearn.evaluation.judges.report import build_report
 
     report = build_report(judge, pku_eval, pyrit, normal_eval, compared_with)
     report["name"] = judge.name
@@ -66,7 +69,7 @@ def report_for(judge, pku_eval, normal_eval, pyrit, compared_with=()) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from unlearn.evaluation.judge_report import format_comparison, format_report
+    from unlearn.evaluation.judges.report import format_comparison, format_report
 
     args = list(sys.argv[1:] if argv is None else argv)
     compare = "--compare" in args
@@ -102,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         default_name = f"report-{result['name']}.json"
     path = Path(report_path or Path(cfg.cache_dir).expanduser() / "judges" / default_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = temp_path(path)  # renamed into place: a reader never sees half a report
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
     print(f"report written to {path}")
     return result
 

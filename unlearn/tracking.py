@@ -11,11 +11,14 @@ import math
 import os
 import re
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from unlearn.errors import disk_full
 
 # Secret-looking key names: *secret*, *password*, *api_key*, … and ``token``/``*_token``, but not
 # tokenizer settings (pad_token, eos_token…) nor counts such as max_new_tokens.
@@ -96,11 +99,21 @@ class JsonlWriter:
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+            self._handle.flush()
+        except OSError as exc:  # a resume cuts metrics.jsonl back to its checkpoint
+            full = disk_full(exc, self.path.parent, str(self.path))
+            if full is not None:
+                raise full from exc
+            raise
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError as exc:  # the unflushed line of a failed write (reported there already)
+            if disk_full(exc, self.path.parent, str(self.path)) is None:
+                raise
 
 
 @contextmanager
@@ -113,8 +126,45 @@ def _redacted_argv() -> Iterator[None]:
         sys.argv = saved
 
 
+class WandbRunState:
+    """``<run dir>/wandb-run.json``: the W&B run id, chosen at the first start, and the last step sent.
+
+    A resumed run (``resume=true``) calls ``wandb.init(id=<that id>, resume="allow")``, online or
+    offline, so W&B continues the same run; steps up to the last one sent are not sent again (the
+    resumed run recomputes them from the checkpoint with the same values), so the history has no
+    duplicated step. A new run gets a new id.
+    """
+
+    FILE = "wandb-run.json"
+
+    def __init__(self, run_dir: Path, resume: bool) -> None:
+        self.path = Path(run_dir) / self.FILE
+        saved = {}
+        if resume:
+            try:
+                saved = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                saved = {}
+        self.run_id = str(saved.get("id") or uuid.uuid4().hex[:16])
+        self.logged_before = int(saved.get("last_step") or 0)  # sent by the interrupted session(s)
+        self.last_step = self.logged_before
+        self._write()
+
+    def logged(self, step: int) -> None:
+        if step > self.last_step:
+            self.last_step = step
+            self._write()
+
+    def _write(self) -> None:
+        try:
+            write_json_atomic(self.path, {"id": self.run_id, "last_step": self.last_step})
+        except OSError as exc:  # only a resume's W&B continuity depends on it
+            warnings.warn(f"could not write {self.path} ({exc}); a resumed run will start a new W&B run",
+                          stacklevel=3)
+
+
 class WandbSink:
-    """Thin, failure-proof wrapper around ``wandb``."""
+    """Thin, failure-proof wrapper around ``wandb``; resumes the run's W&B run (:class:`WandbRunState`)."""
 
     def __init__(
         self,
@@ -127,12 +177,14 @@ class WandbSink:
         group: str | None = None,
         tags: list[str] | None = None,
         init_timeout: float = 30.0,
+        resume: bool = False,
     ) -> None:
         self.run = None
         if mode == "disabled":
             return
         if mode not in {"offline", "online"}:
             raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+        self.state = WandbRunState(Path(run_dir), resume)
         try:
             import wandb
 
@@ -140,6 +192,7 @@ class WandbSink:
                 self.run = wandb.init(
                     dir=str(run_dir), mode=mode, project=project, entity=entity, name=name,
                     group=group, tags=list(tags or []), config=dict(redact(config)), reinit="create_new",
+                    id=self.state.run_id, resume="allow",
                     settings=wandb.Settings(init_timeout=init_timeout, console="off", silent=True),
                 )
         except Exception as exc:  # noqa: BLE001 - any W&B failure must not stop training
@@ -152,10 +205,15 @@ class WandbSink:
     def log(self, record: Mapping[str, Any], step: int | None = None) -> None:
         if self.run is None:
             return
+        if step is not None and step <= self.state.logged_before:
+            return  # a resumed run retraces steps the interrupted session already sent (same values)
         try:
             self.run.log(dict(record), step=step)
         except Exception as exc:  # noqa: BLE001
             self._disable(f"wandb.log failed ({exc})")
+            return
+        if step is not None:
+            self.state.logged(step)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         if self.run is None:
@@ -212,5 +270,12 @@ class NullTracker(Tracker):
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON to a temp file in the same folder, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in payload.items()}, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({k: _jsonable(v) for k, v in payload.items()}, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # the previous complete file stays; no half-written temp file is left
+        tmp.unlink(missing_ok=True)
+        full = disk_full(exc, path.parent, str(path))
+        if full is not None:
+            raise full from exc
+        raise

@@ -25,7 +25,7 @@ Each metric declares its keys as table columns; the stage writes the declaration
 **Intervals.** Every metric above that is a mean or ratio over the prompts (over the utility
 examples for ``utility_*``) also gets ``<metric>_lo`` and ``<metric>_hi``: its 95 % percentile
 bootstrap interval over the prompts (resp. examples), 2,000 resamples from a fixed seed
-(:data:`BOOTSTRAP`), so cached results and tables are deterministic (:mod:`unlearn.uncertainty`;
+(:data:`unlearn.evaluation.decoding.BOOTSTRAP`), so cached results and tables are deterministic (:mod:`unlearn.uncertainty`;
 distinct-n and utility as ratios, see :mod:`.diversity`, :mod:`.perplexity`). A NaN per-prompt
 value (a fluency with no scored token) is left out and counted as ``<metric>_n_missing``
 (written only when > 0). ``harmful_rate_corrected_lo/_hi`` keep their own interval
@@ -55,6 +55,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -62,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearn.cache import build_once
+from unlearn.evaluation.decoding import BOOTSTRAP, DecodingSettings
 from unlearn.evaluation.generation import distinct_prompts, generate_answers
 from unlearn.evaluation.metrics import EvalContext, Metric, build_metrics, default_metric_names, metric_configs
 from unlearn.evaluation.perplexity import LogitsFn, model_logits_fn
@@ -74,7 +77,6 @@ from unlearn.uncertainty import Interval
 # 6: judge-free (preference) and length-controlled metrics, clustered judge-error intervals
 EVAL_VERSION = 6
 # per-run intervals: percentile bootstrap over prompts / utility examples, fixed seed (deterministic)
-BOOTSTRAP = {"n_boot": 2000, "level": 0.95, "seed": 0}
 log = logging.getLogger(__name__)
 ReferenceFn = Callable[[], AbstractContextManager[LogitsFn]]
 
@@ -124,9 +126,9 @@ def evaluate_model(
     callables that build them on first use; ``preference_pairs``: held-out (prompt, safe, unsafe)
     answers for the ``preference`` metric."""
     ctx = EvalContext(model, tokenizer, list(prompts), [], list(normal_pairs), reference,
-                      _lazy(judge, "judge"), _lazy(scorer, "summarise"), template, max_length,
-                      max_new_tokens, batch_size, progress_bar, dict(BOOTSTRAP),
-                      preference_pairs=list(preference_pairs))
+                      _lazy(judge, "judge"), _lazy(scorer, "summarise"), template=template, max_length=max_length,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, progress_bar=progress_bar,
+                      bootstrap=dict(BOOTSTRAP), preference_pairs=list(preference_pairs))
     return evaluate_context(ctx, build_metrics(default_metric_names()) if metrics is None else metrics)
 
 
@@ -277,8 +279,11 @@ class EvaluationStage:
         self.periodic_metrics: list[Metric] = []
         self.last_labels: dict[str, Any] = {}
         self.baseline: list[dict[str, Any]] | None = None   # the original model's per-prompt records
+        self._before_kept = False  # resume_files kept the original model's lines
         if not self.enabled:
             return
+        # one decoding-settings object for the metrics and the attacks of every evaluation
+        self.decoding = DecodingSettings.from_config(cfg)
         # a bad entry fails here, before training
         self.metrics = build_metrics(self.metric_entries())
         periodic = self.ecfg.get("periodic_metrics")
@@ -302,7 +307,7 @@ class EvaluationStage:
     @property
     def judge(self):
         if self._judge is None:
-            from unlearn.evaluation.harm_judge import build_judge
+            from unlearn.evaluation.judges.base import build_judge
 
             # validation: the held-out forget split (the judge never trains on it), for the
             # corrected harmful rate; judges that cannot use it ignore it
@@ -349,13 +354,10 @@ class EvaluationStage:
 
     def run(self, model, reference: ReferenceLM, prompts: Sequence[str] | None = None,
             metrics: Sequence[Metric] | None = None):
-        ds = self.cfg.dataset
         prompts = list(prompts if prompts is not None else self.prompts)
         ctx = EvalContext(model, self.loaded.tokenizer, prompts, [],
                           self.normal_pairs, reference, lambda: self.judge, lambda: self.scorer,
-                          template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
-                          batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
-                          bootstrap=dict(BOOTSTRAP), preference_pairs=list(self.preference_pairs),
+                          **self.decoding.decoding(), preference_pairs=list(self.preference_pairs),
                           baseline=baseline_for(self.baseline, prompts))
         with preserved_rng():
             result = evaluate_context(ctx, self.metrics if metrics is None else metrics)
@@ -393,11 +395,8 @@ class EvaluationStage:
             return {}
         from unlearn.evaluation.attacks import AttackContext, run_attacks
 
-        ds = self.cfg.dataset
         ctx = AttackContext(self.loaded.tokenizer, list(self.prompts), self.judge, list(self.forget_split.train),
-                            template=ds.template, max_length=ds.max_length, max_new_tokens=self.ecfg.max_new_tokens,
-                            batch_size=self.ecfg.batch_size, progress_bar=self.ecfg.progress_bar,
-                            bootstrap=dict(BOOTSTRAP))
+                            **self.decoding.decoding())  # the plain evaluation's settings
         plain = {r["prompt"]: float(r["harmful"]) for r in records if "harmful" in r}
         with preserved_rng():
             metrics, labels, answers = run_attacks(self.attacks, model, ctx, plain)
@@ -405,8 +404,33 @@ class EvaluationStage:
             self._save(rows, f"{stage}/attack/{name}")
         return {**{f"eval/labels/{k}": v for k, v in labels.items()}, **self._prefixed(stage, metrics)}
 
+    def resume_files(self, step: int) -> None:
+        """A resumed run: cut the per-prompt files back to what was written up to its checkpoint's
+        ``step`` (the original model's lines and ``step_<N>`` with N ≤ ``step``; from step 0:
+        nothing), so the stages that run again append exactly what an uninterrupted run has."""
+        self._before_kept = step > 0  # a checkpoint exists, so the original's lines were complete
+        if self.run_dir is None:
+            return
+        for path in sorted(self.run_dir.glob("*.jsonl")):
+            if path.name == "metrics.jsonl":
+                continue
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    stage = str(json.loads(line).get("stage", ""))
+                except (ValueError, AttributeError):  # a line cut short by a kill
+                    continue
+                periodic = re.match(r"step_(\d+)(/|$)", stage)
+                if step > 0 and (stage.split("/")[0] == "before" or (periodic and int(periodic.group(1)) <= step)):
+                    kept.append(line + "\n")
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+
     def _save(self, records, stage: str, files: dict[str, Sequence[dict[str, Any]]] | None = None) -> None:
         """Append the per-prompt records and each metric's per-example file (module docstring, "Files")."""
+        if self._before_kept and stage.split("/")[0] == "before":
+            return  # a resumed run whose files hold them already (resume_files)
         if self.run_dir is not None and self.ecfg.get("save_generations", True):
             append_jsonl(self.run_dir / "generations.jsonl", records, stage)
             for name, rows in (files or {}).items():
@@ -418,17 +442,28 @@ class EvaluationStage:
 
     # -- the three hooks
     def before(self, model, stage: str = "before") -> dict[str, Any]:
-        """Evaluate the original model (the one about to be trained); cached under cache_dir."""
+        """Evaluate the original model (the one about to be trained); cached under cache_dir, and
+        computed once across processes that share it (the others wait and read it: :mod:`unlearn.cache`)."""
         if not self.enabled:
             return {}
-        path = None
-        if self.ecfg.get("cache", True):
-            path = cache_path(self.cfg.cache_dir, cache_key(self.key_parts()))
-            hit = read_cache(path)
-            if hit is not None:
-                self.baseline = hit["records"]
-                self._save(hit["records"], stage, hit.get("files"))
-                return {**hit["labels"], **self._prefixed(stage, hit["metrics"]), f"eval/{stage}/cached": 1}
+        if not self.ecfg.get("cache", True):
+            labels, metrics, records, files = self._evaluate_original(model, stage)
+            self._save(records, stage, files)
+            return {**labels, **self._prefixed(stage, metrics), f"eval/{stage}/cached": 0}
+        computed: dict[str, Any] = {}
+
+        def build(tmp: Path) -> None:
+            labels, metrics, records, files = self._evaluate_original(model, stage)
+            computed.update(labels=labels, metrics=metrics, records=records, files=files)
+            write_cache(tmp, {"key": self.key_parts(), **computed})
+
+        hit = build_once(cache_path(self.cfg.cache_dir, cache_key(self.key_parts())), build, read_cache)
+        self.baseline = hit["records"]
+        self._save(hit["records"], stage, hit.get("files"))
+        return {**hit["labels"], **self._prefixed(stage, hit["metrics"]), f"eval/{stage}/cached": int(not computed)}
+
+    def _evaluate_original(self, model, stage: str):
+        """``(labels, metrics, records, files)`` of the original model, attacks included."""
         reference = self.fixed_reference() or self_reference(model, self.loaded.tokenizer,
                                                              f"original ({self.loaded.name})")
         metrics, records, files = self.run(model, reference)
@@ -438,11 +473,7 @@ class EvaluationStage:
         labels.update({k: v for k, v in attacked.items() if k.startswith("eval/labels/")})
         metrics.update({k.removeprefix(f"eval/{stage}/"): v for k, v in attacked.items()
                         if k.startswith(f"eval/{stage}/")})
-        if path is not None:
-            write_cache(path, {"key": self.key_parts(), "labels": labels, "metrics": metrics,
-                               "records": records, "files": files})
-        self._save(records, stage, files)
-        return {**labels, **self._prefixed(stage, metrics), f"eval/{stage}/cached": 0}
+        return labels, metrics, records, files
 
     def after(self, model, reference_fn: ReferenceFn) -> dict[str, Any]:
         """Evaluate the unlearned model; fluency under the original (``reference_fn``) by default."""

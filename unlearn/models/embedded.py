@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
+from unlearn.cache import build_once
 from unlearn.errors import ModelLoadError
 from unlearn.models.loaded import LoadedModel, prepare_tokenizer, resolve_device, resolve_dtype
 
@@ -35,27 +35,23 @@ def embedded_gguf() -> Path:
 
 
 def cached_safetensors(cache_dir: str | Path | None = None) -> Path:
-    """Folder with the dequantised model as safetensors; built once, atomically."""
+    """Folder with the dequantised model as safetensors; built once across processes (under a
+    lock, into a temporary folder renamed into place: :mod:`unlearn.cache`)."""
     gguf = embedded_gguf()
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = root / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
-    if (target / "model.safetensors").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
-    )
-    staging = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(target)
-    except OSError:  # another process won the race; keep its copy
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    def build(staging: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+        )
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    return build_once(target, build, read=lambda t: t if (t / "model.safetensors").is_file() else None)
 
 
 def load_embedded_tokenizer(cache_dir: str | Path | None = None):
@@ -68,6 +64,9 @@ def load_smollm2(
     cache_dir: str | None = None, dtype: str = "float32", device: str = "auto"
 ) -> LoadedModel:
     """SmolLM2-135M-Instruct from the package's GGUF, via the safetensors cache."""
+    from unlearn.models.noise import quiet_third_party
+
+    quiet_third_party()  # torchao's CUDA-kernel and pytree notices (unlearn/models/noise.py)
     from transformers import AutoModelForCausalLM
 
     folder = cached_safetensors(cache_dir)

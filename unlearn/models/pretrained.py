@@ -28,11 +28,16 @@ def load_pretrained(
     device: str = "auto",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    architecture: dict | None = None,
 ) -> LoadedModel:
     """``from_pretrained`` with ``use_safetensors=True``; ``path`` is a local dir or a hub ID.
+    ``architecture``: the shape declared for the memory preflight (:mod:`unlearn.memory`), unused here.
 
     When ``path`` is not a local folder and the hub is unreachable, fail at once with a hint.
     """
+    from unlearn.models.noise import quiet_third_party
+
+    quiet_third_party()  # torchao's CUDA-kernel and pytree notices (unlearn/models/noise.py)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unlearn.hub import hub_reachable, offline_mode

@@ -18,6 +18,9 @@ def build_tiny_random(
     device: str = "auto",
     dtype: str = "float32",
 ) -> LoadedModel:
+    from unlearn.models.noise import quiet_third_party
+
+    quiet_third_party()  # torchao's CUDA-kernel and pytree notices (unlearn/models/noise.py)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_embedded_tokenizer(cache_dir)

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn.results.collect import collect_runs, group_by_experiment, objective_names
+from unlearn.results.collect import collect_runs, grid_reference, group_by_experiment, objective_names
 from unlearn.results.comparisons import REFERENCE, write_comparisons
 from unlearn.results.intervals import Bootstrap
 from unlearn.results.length_control import write_length_control
@@ -41,8 +41,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wandb-project", default=None, help="W&B project (default: the runs' logger.project)")
     p.add_argument("--descent-tol", type=float, default=DESCENT_TOL,
                    help="g_i·d counts as negative below -tol·‖g_i‖·‖d‖ (default 1e-6)")
-    p.add_argument("--reference", default=REFERENCE,
-                   help=f"method every other one is compared with in paired_differences (default {REFERENCE})")
+    p.add_argument("--reference", default=None,
+                   help="method every other one is compared with in paired_differences (default: the grid's "
+                        f"reference in the sweep's grid.json, else {REFERENCE})")
     p.add_argument("--n-boot", type=int, default=Bootstrap.n_boot,
                    help="bootstrap resamples (one-seed intervals over prompts; default 2000)")
     p.add_argument("--bootstrap-seed", type=int, default=Bootstrap.seed, help="seed of the resamples (default 0)")
@@ -116,12 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     tables = build_tables(group_by_experiment(runs), Bootstrap(n_boot=args.n_boot, seed=args.bootstrap_seed))
+    reference = args.reference or grid_reference(args.sweeps) or REFERENCE
     plots: dict[str, dict[str, Path]] = {}
     for name, table in tables.items():
         folder = args.out / name
         files = write_table(table, folder)
         files["descent"] = write_descent_csv(table, folder / "descent_violations.csv", args.descent_tol)
-        files.update(write_comparisons(table, folder, args.reference))
+        files.update(write_comparisons(table, folder, reference))
         files.update(write_length_control(table, folder))
         space = write_loss_space(table, folder, plots=not args.no_plots)
         if "loss_space" in space:

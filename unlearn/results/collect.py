@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn.identity import method_label
+from unlearn.identity import hydra_label_context, method_label
 
 COMPLETED, FAILED, UNFINISHED, EXCLUDED = "completed", "failed", "unfinished", "excluded"
+GRID_FILE = "grid.json"  # written by the sweep driver: the rows' labels in grid order, the reference
 SKIP_DIRS = {"wandb", "checkpoints", "model", "__pycache__"}
 OBJECTIVES = ("forget", "kl", "retain")  # MOLLM's (identity.DEFAULT_OBJECTIVES): runs older than the list
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
@@ -46,6 +47,8 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    grid_position: int | None = None  # the method's row in its sweep's grid.json (None: not listed)
+    tag: str | None = None            # the grid's name for the method (grid.json ``names``), e.g. MOLLM
 
     @property
     def loss(self) -> str:
@@ -119,9 +122,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def method_from_config(config: dict[str, Any]) -> str:
-    """The method's label from a run's config (:func:`unlearn.identity.method_label`)."""
-    return method_label(config)
+def method_from_config(config: dict[str, Any], hydra: dict[str, Any] | None = None) -> str:
+    """The method's label from a run's config and its ``.hydra/hydra.yaml`` node (Hydra's choices
+    and config search path; :func:`unlearn.identity.method_label`)."""
+    return method_label(config, *hydra_label_context(hydra))
 
 
 def experiment_name(run_dir: Path, default: str) -> str:
@@ -182,7 +186,9 @@ def load_run(run_dir: Path, default_experiment: str = "default") -> Run:
     config = read_yaml(run_dir / ".hydra" / "config.yaml")
     status = run_status(summary)
     summary = summary or {}
-    method = summary.get("method") or (method_from_config(config) if config else "?")
+    hydra = read_yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra") if config else None
+    # the label by today's rule when the config is there (older summaries may hold an older label)
+    method = method_from_config(config, hydra) if config else summary.get("method") or "?"
     seed = summary.get("seed", config.get("seed"))
     error = summary.get("error")
     if status == EXCLUDED:
@@ -212,13 +218,37 @@ def collect_runs(roots: Iterable[str | Path]) -> list[Run]:
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such sweep or run dir")
         default = root.resolve().name or "default"
+        grid = read_json(root / GRID_FILE) or {}
+        order, names = list(grid.get("methods") or []), dict(grid.get("names") or {})
         for run_dir in find_run_dirs(root):
             key = run_dir.resolve()
             if key in seen:
                 continue
             seen.add(key)
-            runs.append(load_run(run_dir, default))
+            run = load_run(run_dir, default)
+            run.grid_position = order.index(run.method) if run.method in order else None
+            run.tag = names.get(run.method)
+            runs.append(run)
     return runs
+
+
+def grid_reference(roots: Iterable[str | Path]) -> str | None:
+    """The ``reference`` row named by the first sweep's ``grid.json`` (None without one)."""
+    for root in roots:
+        reference = (read_json(Path(root) / GRID_FILE) or {}).get("reference")
+        if reference:
+            return str(reference)
+    return None
+
+
+def method_order(runs: Sequence[Run]):
+    """A sort key for method labels: the grid's row order (``grid.json``), then unlisted methods
+    by name. The order of a table is the experiment's, never a list in the code."""
+    position: dict[str, float] = {}
+    for run in runs:
+        p = math.inf if run.grid_position is None else float(run.grid_position)
+        position[run.method] = min(position.get(run.method, math.inf), p)
+    return lambda method: (position.get(method, math.inf), method)
 
 
 def group_by_experiment(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -253,5 +283,5 @@ def objective_names(runs: Sequence[Run]) -> tuple[str, ...]:
 __all__ = [
     "COMPLETED", "FAILED", "OBJECTIVES", "objective_names", "run_objectives", "UNFINISHED", "Run", "as_float", "collect_runs",
     "find_run_dirs", "group_by_experiment", "load_run", "method_from_config", "metric_series",
-    "read_metrics",
+    "read_metrics", "grid_reference", "method_order", "GRID_FILE",
 ]

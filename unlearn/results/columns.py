@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from unlearn.evaluation.metrics.columns import Column
 from unlearn.results.collect import Run
@@ -33,6 +34,15 @@ def columns_of(runs: Sequence[Run]) -> tuple[Column, ...]:
     return tuple(seen.values()) or default_columns()
 
 
+def with_tradeoff_roles(columns: Sequence[Column]) -> tuple[Column, ...]:
+    """``columns``, with the default metrics' trade-off roles (``Column.tradeoff``) filled in when
+    none declares one (runs from before the roles were declared)."""
+    if any(c.tradeoff for c in columns):
+        return tuple(columns)
+    roles = {c.key: c.tradeoff for c in default_columns() if c.tradeoff}
+    return tuple(replace(c, tradeoff=roles.get(c.key)) for c in columns)
+
+
 def displayed(columns: Sequence[Column]) -> tuple[Column, ...]:
     return tuple(c for c in columns if c.display)
 
@@ -47,4 +57,5 @@ def example_files(columns: Sequence[Column]) -> dict[str, tuple[str, str]]:
     return {c.key: (c.examples, c.example_field) for c in columns if c.examples}
 
 
-__all__ = ["Column", "columns_of", "default_columns", "displayed", "example_files", "per_prompt_fields"]
+__all__ = ["Column", "columns_of", "default_columns", "displayed", "example_files", "per_prompt_fields",
+           "with_tradeoff_roles"]

@@ -38,7 +38,7 @@ from unlearn.results.tables import ORIGINAL, Table
 from unlearn.uncertainty import Interval, mcnemar_exact, paired_difference, seed_prompt_interval
 from unlearn.uncertainty.student_t import t_quantile
 
-REFERENCE = "uce+dual"
+REFERENCE = "uce+dual"  # MOLLM; a sweep names its own in grid.json (conf/grid/*.yaml `reference`)
 PAIRED, WELCH = "paired (seeds × shared prompts)", "Welch t over seeds"
 SEED_PAIRED = "paired by (seed, prompt)"
 # what must agree between two runs of one seed for them to have seen the same training batches

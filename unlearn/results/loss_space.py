@@ -37,7 +37,8 @@ import numpy as np
 from unlearn.results.collect import Run, as_float
 from unlearn.results.intervals import LEVEL, clipped, t_interval
 from unlearn.results.plots import MARKERS, colours, pyplot
-from unlearn.results.tables import Table, method_sort_key
+from unlearn.results.collect import method_order
+from unlearn.results.tables import Table
 from unlearn.uncertainty.fronts import hypervolume
 
 AXES = ("forget_nll", "kl", "retain")
@@ -119,7 +120,8 @@ def loss_space(table: Table) -> LossSpace:
         return LossSpace(source, [], None, {}, missing)
     ref = reference_point(curves)
     per_seed: dict[str, list[tuple[int | None, int, float]]] = {}
-    for c in sorted(curves, key=lambda c: (method_sort_key(c.run.method), c.run.seed is None, c.run.seed)):
+    order = method_order([c.run for c in curves])
+    for c in sorted(curves, key=lambda c: (order(c.run.method), c.run.seed is None, c.run.seed)):
         per_seed.setdefault(c.run.method, []).append((c.run.seed, len(c.points), hypervolume(c.minimised, ref)))
     return LossSpace(source, curves, ref, per_seed, missing)
 
@@ -179,7 +181,7 @@ def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
     if not space.curves:
         return None
     plt = pyplot()
-    methods = sorted({c.run.method for c in space.curves}, key=method_sort_key)
+    methods = sorted({c.run.method for c in space.curves}, key=method_order([c.run for c in space.curves]))
     col = colours(methods)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, j, label in ((axes[0], 1, "KL to the original ↓"), (axes[1], 2, "retain NLL ↓")):

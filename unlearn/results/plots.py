@@ -1,10 +1,12 @@
 """Figures of one experiment (PNG, matplotlib's Agg backend; no display needed).
 
-* ``harmful_vs_fluency.png`` and ``harmful_vs_utility.png``: harmful rate (y) against fluency
-  PPL or utility PPL (x) of every completed run, coloured by method, with each method's mean and
-  its 95 % intervals on both axes (the table's), the original model, and the methods whose means
-  no other method (or the original) dominates, ringed on the Pareto front (both axes minimised);
-* ``losses.png``: the three losses over steps, one row per method, each seed a thin line;
+* ``<forgetting>_vs_<cost>.png`` for every column a metric declares ``tradeoff="forgetting"``
+  (y: harmful rate, preference margin) and every ``tradeoff="cost"`` one (x: fluency PPL,
+  utility PPL), e.g. ``harmful_vs_fluency.png``: every completed run, coloured by method, with
+  each method's mean and its 95 % intervals on both axes (the table's), the original model, and
+  the methods whose means no other method (or the original) dominates, ringed on the Pareto front
+  (each axis in its better direction);
+* ``losses.png``: the run's objectives' losses over steps, one row per method, each seed a thin line;
 * ``descent_violations.png``: per aggregator, the share of (non-skipped) steps in which the
   direction increased an objective to first order, ``descent/<objective> = g_i·d < 0``, and in
   which the update that reached the weights did, ``descent_update/<objective> = g_i·u < 0``
@@ -17,9 +19,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from unlearn.results.collect import Run, as_float, metric_series, objective_names, run_objectives
-from unlearn.results.comparisons import column
-from unlearn.results.tables import ORIGINAL, Row, Table, method_sort_key
+from unlearn.results.collect import Run, as_float, method_order, metric_series, objective_names, run_objectives
+from unlearn.results.columns import Column, with_tradeoff_roles
+from unlearn.results.tables import ORIGINAL, Row, Table
 from unlearn.uncertainty.fronts import pareto_mask
 
 # g_i·d counts as negative when below -DESCENT_TOL · ‖g_i‖ · ‖d‖ (a cosine below -1e-6): the dual
@@ -58,7 +60,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def _methods(runs: Sequence[Run]) -> list[str]:
-    return sorted({r.method for r in runs}, key=method_sort_key)
+    return sorted({r.method for r in runs}, key=method_order(runs))
 
 
 def method_point(row: Row, key: str) -> tuple[float, float, float]:
@@ -69,17 +71,25 @@ def method_point(row: Row, key: str) -> tuple[float, float, float]:
     return mean, max(0.0, mean - lo), max(0.0, hi - mean)
 
 
-def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
-    """Harmful rate against ``x_key`` (``fluency_ppl`` or ``utility_ppl``): each seed, each
-    method's mean with its 95 % intervals on both axes, the original model, and the methods not
-    dominated by another method or the original (both axes minimised, on the means) ringed and
-    joined by the front."""
+def tradeoff_columns(table: Table) -> tuple[list[Column], list[Column]]:
+    """(forgetting columns, cost columns) of the table's declared columns (``Column.tradeoff``);
+    runs from before the roles were declared take them from the default metrics' columns."""
+    declared = [c for c in with_tradeoff_roles(table.columns) if c.tradeoff]
+    present = [c for c in declared if any(math.isfinite(r.eval_value("after", c.key)) for r in table.completed)]
+    return ([c for c in present if c.tradeoff == "forgetting"], [c for c in present if c.tradeoff == "cost"])
+
+
+def tradeoff_plot(table: Table, xcol: Column, ycol: Column, path: Path) -> Path | None:
+    """``ycol`` (a forgetting column) against ``xcol`` (a cost column): each seed, each method's
+    mean with its 95 % intervals on both axes, the original model, and the methods not dominated
+    by another method or the original (each axis in its own better direction, on the means) ringed
+    and joined by the front."""
     runs = table.completed
-    xcol = column(table, x_key)
-    pts = [(r, r.eval_value("after", x_key), r.eval_value("after", "harmful_rate")) for r in runs]
+    x_key, y_key = xcol.key, ycol.key
+    pts = [(r, r.eval_value("after", x_key), r.eval_value("after", y_key)) for r in runs]
     pts = [(r, x, y) for r, x, y in pts if math.isfinite(x) and math.isfinite(y)]
     orig = table.rows[0]
-    ox, oy = orig.mean.get(x_key, math.nan), orig.mean.get("harmful_rate", math.nan)
+    ox, oy = orig.mean.get(x_key, math.nan), orig.mean.get(y_key, math.nan)
     if not pts and not (math.isfinite(ox) and math.isfinite(oy)):
         return None
     plt = pyplot()
@@ -93,7 +103,7 @@ def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
         marker = MARKERS[i % len(MARKERS)]
         ax.scatter(xs, ys, color=col[m], marker=marker, alpha=0.35, s=24)
         row = table.row(m)
-        (mx, *xerr), (my, *yerr) = method_point(row, x_key), method_point(row, "harmful_rate")
+        (mx, *xerr), (my, *yerr) = method_point(row, x_key), method_point(row, y_key)
         ax.errorbar([mx], [my], xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]], color=col[m],
                     marker=marker, markersize=9, markeredgecolor="black", capsize=3, linewidth=1.2,
                     label=f"{m} (mean, 95% CI; small: seeds)")
@@ -103,23 +113,30 @@ def tradeoff_plot(table: Table, x_key: str, path: Path) -> Path | None:
         ax.scatter([ox], [oy], color="black", marker="*", s=220, label=ORIGINAL, zorder=5)
         candidates.append((ORIGINAL, ox, oy))
     if candidates:
-        mask = pareto_mask([(x, y) for _, x, y in candidates])
-        front = sorted((x, y) for (m, x, y), keep in zip(candidates, mask, strict=True) if keep)
+        sx, sy = (1.0 if c.better == "lower" else -1.0 for c in (xcol, ycol))  # minimise both after the signs
+        mask = pareto_mask([(sx * x, sy * y) for _, x, y in candidates])
+        front = sorted(((sx * x, sy * y) for (m, x, y), keep in zip(candidates, mask, strict=True) if keep))
         ringed = [(x, y) for (m, x, y), keep in zip(candidates, mask, strict=True) if keep and m != ORIGINAL]
         if ringed:
             ax.scatter(*zip(*ringed, strict=True), s=330, facecolors="none", edgecolors="black", linewidths=1.4,
                        label="non-dominated (means)", zorder=6)
-        fx, fy = zip(*front, strict=True)
-        ax.step(fx, fy, where="post", color="grey", linestyle="--", linewidth=1.2, label="Pareto front", zorder=1)
+        fx, fy = zip(*((sx * x, sy * y) for x, y in front), strict=True)
+        ax.step(fx, fy, where="post" if sx > 0 else "pre", color="grey", linestyle="--", linewidth=1.2,
+                label="Pareto front", zorder=1)
     ax.set_xlabel(f"{xcol.label} {xcol.arrow}")
-    ax.set_ylabel("Harmful rate ↓")
-    ax.set_title(f"{table.experiment}: harmful rate vs {xcol.label.split(' ')[0].lower()}")
+    ax.set_ylabel(f"{ycol.label} {ycol.arrow}")
+    ax.set_title(f"{table.experiment}: {ycol.label.lower()} vs {xcol.label.split(' ')[0].lower()}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def tradeoff_name(xcol: Column, ycol: Column) -> str:
+    """``harmful_vs_fluency`` for harmful_rate against fluency_ppl: the first word of each key."""
+    return f"{ycol.key.split('_')[0]}_vs_{xcol.key.split('_')[0]}"
 
 
 def probe_series(run: Run, objective: str) -> tuple[list[int], list[float]]:
@@ -224,7 +241,9 @@ def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | N
     groups = ("any", *objective_names(table.runs))
     width = 0.8 / len(groups)
     for ax, (quantity, shares) in zip(axes[0], panels):
-        aggs = sorted((a for a in shares if shares[a]["steps"]), key=lambda a: method_sort_key(f"~+{a}"))
+        methods = _methods(table.runs)  # aggregators in the order their first row has in the grid
+        first = {m.split("+", 1)[-1]: i for i, m in reversed(list(enumerate(methods)))}
+        aggs = sorted((a for a in shares if shares[a]["steps"]), key=lambda a: (first.get(a, len(methods)), a))
         for k, g in enumerate(groups):
             xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(aggs))]
             bars = ax.bar(xs, [100 * shares[a][g] for a in aggs], width,
@@ -247,9 +266,10 @@ def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | N
 def write_plots(table: Table, out_dir: Path, tol: float = DESCENT_TOL) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    forgetting, costs = tradeoff_columns(table)
     made = {
-        "harmful_vs_fluency": tradeoff_plot(table, "fluency_ppl", out_dir / "harmful_vs_fluency.png"),
-        "harmful_vs_utility": tradeoff_plot(table, "utility_ppl", out_dir / "harmful_vs_utility.png"),
+        **{tradeoff_name(x, y): tradeoff_plot(table, x, y, out_dir / f"{tradeoff_name(x, y)}.png")
+           for y in forgetting for x in costs},
         "losses": losses_plot(table, out_dir / "losses.png"),
         "descent_violations": descent_plot(table, out_dir / "descent_violations.png", tol),
     }

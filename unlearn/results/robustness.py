@@ -1,5 +1,9 @@
 """The robustness table and plot: harmful rate before unlearning, after it, and after each attack.
 
+``python -m unlearn.results.robustness --sweep-override outputs/sweeps/paper_embedded`` prints the
+sweep of ``experiment=robustness`` over the original model and every model that sweep saved (its
+grid's order), so the attacked models always come from the sweep itself, never from a list.
+
 ``python -m unlearn.results.robustness <dirs…> [--out results/robustness]`` reads every
 ``summary.json`` written by ``python -m unlearn.evaluate`` below the given dirs (those of
 ``make robustness``: ``outputs/robustness/paper_embedded/<method>/seed=<s>/``). A row is one
@@ -31,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn.identity import method_label
-from unlearn.results.collect import as_float
+from unlearn.results.collect import COMPLETED, GRID_FILE, as_float, collect_runs, method_from_config, read_json
 from unlearn.results.tables import relative_path
 
 ATTACK_KEY = re.compile(r"^eval/attack/(?P<name>.+)/(?P<metric>[a-z_]+)$")
@@ -97,7 +100,7 @@ def describe_model(summary: dict[str, Any], eval_dir: Path) -> tuple[str, int | 
     run_dir = run_dir if run_dir.is_absolute() or run_dir.exists() else eval_dir / run_dir
     config = read_yaml(run_dir / ".hydra" / "config.yaml")
     if config.get("loss") and config.get("aggregator"):
-        return method_label(config), config.get("seed")
+        return method_from_config(config, read_yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra")), config.get("seed")
     return run_dir.name if run_dir.name != "model" else run_dir.parent.name, own.get("seed")
 
 
@@ -231,11 +234,42 @@ def write_robustness(dirs: Sequence[Path], out_dir: Path) -> dict[str, Path]:
     return files
 
 
+def attacked_methods(source: Path, seed: int = 0) -> list[str]:
+    """The method labels of ``source``'s completed runs at ``seed`` that saved their model
+    (``<source>/<label>/seed=<seed>/model``), in the grid's order (``grid.json``), then by name."""
+    if not Path(source).is_dir():
+        return []
+    order = (read_json(Path(source) / GRID_FILE) or {}).get("methods") or []
+    found = {r.method for r in collect_runs([source])
+             if r.status == COMPLETED and r.seed == seed and (r.path / "model").is_dir()
+             and r.path == Path(source) / r.method / f"seed={seed}"}
+    return sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
+def sweep_override(source: Path, seed: int = 0) -> str:
+    """``robustness.method='original','<label>',…``: the Hydra sweep over the original model and
+    every model of ``source`` at ``seed`` (:func:`attacked_methods`), each label quoted."""
+    methods = attacked_methods(source, seed)
+    if not methods:
+        raise ValueError(f"{source} has no completed run at seed={seed} with a saved model "
+                         "(<method>/seed=<s>/model): run `make paper-tables` (trainer.save_model=true) first")
+    return "robustness.method=" + ",".join(f"'{m}'" for m in [ORIGINAL, *methods])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m unlearn.results.robustness", description=__doc__.split("\n")[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="folders holding `python -m unlearn.evaluate` outputs")
+    parser.add_argument("dirs", nargs="*", type=Path, help="folders holding `python -m unlearn.evaluate` outputs")
     parser.add_argument("--out", type=Path, default=Path("results/robustness"))
+    parser.add_argument("--sweep-override", type=Path, metavar="SWEEP",
+                        help="print the `robustness.method=…` sweep over the original model and SWEEP's "
+                             "saved models (seed --seed), for `python -m unlearn.evaluate -m experiment=robustness`")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.sweep_override is not None:
+        print(sweep_override(args.sweep_override, args.seed))
+        return
+    if not args.dirs:
+        parser.error("give the evaluation folders (or --sweep-override SWEEP)")
     for kind, path in write_robustness(args.dirs, args.out).items():
         print(f"{kind}: {path}")
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from unlearn.results.collect import EXCLUDED, Run, as_float, objective_names, run_objectives
-from unlearn.results.columns import Column, columns_of, displayed, example_files, per_prompt_fields
+from unlearn.results.collect import EXCLUDED, Run, as_float, method_order, objective_names, run_objectives
+from unlearn.results.columns import Column, columns_of, displayed, example_files, per_prompt_fields, with_tradeoff_roles
 from unlearn.results.intervals import (
     CORRECTED,
     RUN_BOUNDS,
@@ -51,19 +51,6 @@ from unlearn.results.intervals import (
 from unlearn.results.records import StageRecords, majority_key, stage_records
 
 ORIGINAL = "original"
-# Rows in this order first (the issue's methods), any other method after them, sorted.
-METHOD_ORDER = ("ga+weighted_sum", "ga,mismatch,kl+weighted_sum", "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum")
-LOSS_ORDER = ("ga", "uce", "uce_bounded", "npo")
-AGGREGATOR_ORDER = ("weighted_sum", "mgda", "dual")
-HIGHLIGHT = {"uce+dual": "MOLLM"}
-
-
-def method_sort_key(method: str) -> tuple:
-    if method in METHOD_ORDER:
-        return (0, METHOD_ORDER.index(method), "")
-    loss, _, agg = method.partition("+")
-    rank = lambda x, order: order.index(x) if x in order else len(order)  # noqa: E731
-    return (1, rank(loss, LOSS_ORDER) * 10 + rank(agg, AGGREGATOR_ORDER), method)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -88,11 +75,11 @@ class Row:
     how: dict[str, str] = field(default_factory=dict)    # how each interval was made ("": none)
     # corrected-rate columns: (runs identified, runs) (absent: no run measured it)
     identified: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tag: str | None = None  # the grid's name for the method (grid.json ``names``), e.g. MOLLM
 
     @property
     def label(self) -> str:
-        tag = HIGHLIGHT.get(self.method)
-        return f"{self.method} ({tag})" if tag else self.method
+        return f"{self.method} ({self.tag})" if self.tag else self.method
 
 
 @dataclass
@@ -239,12 +226,13 @@ def method_rows(completed: Sequence[Run], records: dict[str, StageRecords | None
     for run in completed:
         by_method.setdefault(run.method, []).append(run)
     rows = []
-    for method in sorted(by_method, key=method_sort_key):
+    for method in sorted(by_method, key=method_order(completed)):
         runs = sorted(by_method[method], key=lambda r: (r.seed is None, r.seed))
         mean, std = {}, {}
         for key in metric_names(columns):
             mean[key], std[key], _ = mean_std([r.eval_value("after", key) for r in runs])
-        row = Row(method, len(runs), [r.seed for r in runs if r.seed is not None], mean, std)
+        row = Row(method, len(runs), [r.seed for r in runs if r.seed is not None], mean, std,
+                  tag=next((r.tag for r in runs if r.tag), None))
         rows.append(add_intervals(row, runs, [records.get(str(r.path)) for r in runs], settings, columns))
     return rows
 
@@ -591,7 +579,8 @@ def runs_to_csv(runs: Sequence[Run], relative_to: Path | None = None) -> str:
     objectives = objective_names(runs)
     writer.writerow(["experiment", "method", "seed", "status", "path", "steps", "wall_time_s",
                      *(f"after/{k}" for k in names), *(f"final/loss/{o}" for o in objectives), "error"])
-    for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
+    order = method_order(runs)
+    for r in sorted(runs, key=lambda r: (order(r.method), r.seed is None, r.seed)):
         s = r.summary
         writer.writerow([r.experiment, r.method, "" if r.seed is None else r.seed, r.status,
                          relative_path(r.path, relative_to),
@@ -611,7 +600,8 @@ def steps_to_csv(runs: Sequence[Run]) -> str:
             for o in objective_names(runs)]
     extra = ["direction_norm", "update_norm", "cos/direction_update"]
     writer.writerow(["method", "seed", "status", "step", "skipped", *keys, *extra])
-    for r in sorted(runs, key=lambda r: (method_sort_key(r.method), r.seed is None, r.seed)):
+    order = method_order(runs)
+    for r in sorted(runs, key=lambda r: (order(r.method), r.seed is None, r.seed)):
         for rec in r.metrics:
             writer.writerow([r.method, "" if r.seed is None else r.seed, r.status, rec.get("step", ""),
                              int(bool(rec.get("skipped"))), *(_num(rec.get(k)) for k in (*keys, *extra))])
@@ -619,11 +609,16 @@ def steps_to_csv(runs: Sequence[Run]) -> str:
 
 
 def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
-    """``table.md``, ``table.tex``, ``table.csv``, ``runs.csv`` and ``steps.csv`` in ``out_dir``."""
+    """``table.md``, ``table.tex``, ``table.csv``, ``runs.csv``, ``steps.csv`` and ``columns.json``
+    (the declared columns, with their trade-off roles: what the notebook plots) in ``out_dir``."""
+    import json
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"md": out_dir / "table.md", "tex": out_dir / "table.tex", "csv": out_dir / "table.csv",
-             "runs": out_dir / "runs.csv", "steps": out_dir / "steps.csv"}
+             "runs": out_dir / "runs.csv", "steps": out_dir / "steps.csv", "columns": out_dir / "columns.json"}
+    files["columns"].write_text(json.dumps([c.to_dict() for c in with_tradeoff_roles(table.columns)], indent=1),
+                                encoding="utf-8")
     files["md"].write_text(to_markdown(table), encoding="utf-8")
     files["tex"].write_text(to_latex(table), encoding="utf-8")
     files["csv"].write_text(to_csv(table), encoding="utf-8")
@@ -646,7 +641,7 @@ def to_dataframe(table: Table):
 
 
 __all__ = [
-    "METHOD_ORDER", "ORIGINAL", "Column", "Row", "Table", "build_table", "build_tables",
-    "cell", "mean_std", "method_sort_key", "relative_path", "runs_to_csv", "steps_to_csv", "to_csv",
+    "ORIGINAL", "Column", "Row", "Table", "build_table", "build_tables",
+    "cell", "mean_std", "relative_path", "runs_to_csv", "steps_to_csv", "to_csv",
     "to_dataframe", "to_latex", "to_markdown", "write_table",
 ]

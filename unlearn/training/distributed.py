@@ -60,8 +60,36 @@ def rank() -> int:
 
 
 def launched_world_size() -> int:
-    """``WORLD_SIZE`` as set by ``accelerate launch`` / ``torchrun`` (1 for a plain process)."""
+    """``WORLD_SIZE`` as set by ``accelerate launch`` / ``torchrun`` (1 for a plain process), or
+    by :func:`slurm_environment` for a SLURM job with several tasks."""
+    slurm_environment()
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def slurm_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A SLURM task of a multi-task job (``srun``/submitit with ``tasks_per_node > 1``) that no
+    launcher gave ``WORLD_SIZE``: set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
+    and ``MASTER_PORT`` from ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, the first
+    node of the job and the job id; returns what it set. One-node jobs rendezvous on 127.0.0.1."""
+    env = os.environ if environ is None else environ
+    ntasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    if "WORLD_SIZE" in env or ntasks <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    master = "127.0.0.1"
+    if int(env.get("SLURM_NNODES", "1") or 1) > 1:
+        try:
+            import submitit
+
+            master = submitit.JobEnvironment().hostnames[0]
+        except Exception as exc:  # noqa: BLE001 - a clear message instead of a hang
+            raise RuntimeError("a multi-node SLURM job needs MASTER_ADDR set (or submitit to "
+                               f"find the first node): {exc}") from exc
+    values = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(ntasks),
+              "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+              "MASTER_ADDR": env.get("MASTER_ADDR", master),
+              "MASTER_PORT": env.get("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))}
+    env.update(values)
+    return values
 
 
 def _current() -> Ranks:
@@ -131,6 +159,18 @@ def _bucketed(tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tenso
         for t in bucket:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any (one all-reduce of one number): a stop
+    signal seen by one rank stops all of them at the same step boundary, so none is left waiting
+    in a collective. ``flag`` itself with one rank."""
+    if world_size() == 1:
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def all_reduce_mean_(tensors: Sequence[torch.Tensor], bucket_numel: int = BUCKET_NUMEL) -> None:
@@ -226,6 +266,18 @@ class GradientSync:
         all_reduce_mean_(list(tensors or []), self.bucket_numel)
         return None
 
+    # After __call__ every rank holds the whole mean gradients: products and norms are already
+    # global. The sharded path (unlearn.training.sharding.ShardedSync) sums shard-local ones.
+    sharded = False
+
+    def reduce_products(self, *mats: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """Gramian blocks summed over the ranks' shards; the identity here (whole gradients)."""
+        return mats
+
+    def reduce_sq_norm(self, value: torch.Tensor) -> torch.Tensor:
+        """A squared norm summed over the ranks' shards; the identity here."""
+        return value
+
 
 def summary_fields(ranks: Ranks) -> Mapping[str, Any]:
     """What ``summary.json`` records about a data-parallel run (empty for one process)."""
@@ -235,7 +287,7 @@ def summary_fields(ranks: Ranks) -> Mapping[str, Any]:
 
 
 __all__ = [
-    "BUCKET_NUMEL", "GradientSync", "Ranks", "TIMEOUT", "all_reduce_mean_",
+    "BUCKET_NUMEL", "GradientSync", "Ranks", "TIMEOUT", "all_reduce_mean_", "any_rank",
     "barrier", "broadcast_", "launched_world_size", "on_main", "process_group", "rank",
-    "summary_fields", "world_size",
+    "slurm_environment", "summary_fields", "world_size",
 ]

@@ -30,13 +30,15 @@ class GramianWorkspace:
     Stacking into fresh memory on every step cost more than the products themselves (page
     faults on ~m × 28M floats for SmolLM2's embedding); a buffer reused across tensors and steps
     cut the Gramian's time by ~20 % (measured on SmolLM2 shapes, 2 CPU cores). Its size is
-    bounded by SEGMENT whatever the model: 48 MiB for m = 3.
+    bounded by SEGMENT whatever the model: 64 MiB for m = 3 (the update check's fourth row, or
+    the scratch row of √P under a preconditioner).
     """
 
     def __init__(self) -> None:
         self.buffer: torch.Tensor | None = None
 
     def get(self, m: int, n: int, device: torch.device) -> torch.Tensor:
+        """At least ``m`` rows of ``min(n, SEGMENT)`` floats."""
         size = m * min(n, SEGMENT)
         if self.buffer is None or self.buffer.numel() < size or self.buffer.device != device:
             self.buffer = torch.empty(size, dtype=torch.float32, device=device)
@@ -64,12 +66,17 @@ def accumulate_gramians(
     metric: Sequence[torch.Tensor] | None,
     chunk: int = CHUNK,
     workspace: GramianWorkspace | None = None,
+    subtract: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(K, K^P)`` from one stacking pass (K^P is None without ``metric``).
 
     ``metric``: one tensor P_p ≥ 0 per parameter (the diagonal of a preconditioner). The stacked
-    segment gives K, is scaled by √P_p in place and gives ``K^P = G P Gᵀ``: the gradients are read
-    once and no extra memory is used."""
+    segment gives K, is scaled by √P_p in place (√P_p computed into the workspace's scratch row,
+    no allocation per segment) and gives ``K^P = G P Gᵀ``: the gradients are read once.
+
+    ``subtract``: one tensor per parameter subtracted from the last row as it is stacked (that
+    row is ``grads[-1][k] − subtract[k]``): a difference such as the update θ_before − θ_after
+    costs no pass of its own. The inputs are left unchanged."""
     m = len(grads)
     workspace = workspace or GramianWorkspace()
     # summed on the gradients' device and moved to the CPU once: no synchronisation per tensor
@@ -79,18 +86,35 @@ def accumulate_gramians(
     for k, per_param in enumerate(zip(*grads)):
         flat = [g.reshape(-1) for g in per_param]
         weight = None if metric is None else metric[k].reshape(-1)
+        minus = None if subtract is None else subtract[k].reshape(-1)
         n = flat[0].numel()
-        buffer = workspace.get(m, n, flat[0].device)
+        buffer = workspace.get(m + (weight is not None), n, flat[0].device)  # + √P's scratch row
         for start in range(0, n, SEGMENT):
             length = min(SEGMENT, n - start)
             jac = buffer[: m * length].view(m, length)
             for i, f in enumerate(flat):
-                jac[i].copy_(f[start : start + length])
+                if minus is not None and i == m - 1:
+                    _difference_into(jac[i], f[start : start + length], minus[start : start + length])
+                else:
+                    jac[i].copy_(f[start : start + length])
             plain += _chunked_products(jac, chunk)
             if weight is not None:
-                jac.mul_(weight[start : start + length].float().sqrt())
+                part = weight[start : start + length]
+                if part.dtype == torch.float32:
+                    root = torch.sqrt(part, out=buffer[m * length : (m + 1) * length])
+                else:
+                    root = part.float().sqrt()
+                jac.mul_(root)
                 scaled += _chunked_products(jac, chunk)
     return plain.cpu(), None if scaled is None else scaled.cpu()
+
+
+def _difference_into(row: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``row ← a − b``, rounded as ``a − b`` in a's and b's dtype would be before it is widened."""
+    if a.dtype == row.dtype and b.dtype == row.dtype:
+        torch.sub(a, b, out=row)
+    else:
+        row.copy_(a - b)
 
 
 def _chunked_products(jac: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -75,8 +75,11 @@ class MetricAdam(torch.optim.Optimizer):
         groups = {id(p): g for g in self.param_groups for p in g["params"]}
         out = []
         for k, p in enumerate(params):
-            squares = self._buffer(p, "precond")
-            squares.copy_(grads[0][k]).square_()
+            squares, first = self._buffer(p, "precond"), grads[0][k]
+            if first.dtype == squares.dtype:  # one pass; the same values as copy then square
+                torch.mul(first, first, out=squares)
+            else:
+                squares.copy_(first).square_()
             for g in grads[1:]:
                 squares.addcmul_(g[k], g[k])
             squares.div_(len(grads))

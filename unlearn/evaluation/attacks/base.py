@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearn.errors import UnlearnError
+from unlearn.evaluation.decoding import DecodingSettings
 from unlearn.uncertainty import mean_interval
 
 
@@ -32,20 +33,15 @@ class AttackConfigError(UnlearnError):
 
 
 @dataclass
-class AttackContext:
+class AttackContext(DecodingSettings):
     """Everything an attack needs besides the model: the evaluation's prompts, judge and decoding
-    settings, the forget *train* examples (relearning data) and the plain per-prompt verdicts."""
+    settings (:class:`~unlearn.evaluation.decoding.DecodingSettings`, the plain evaluation's), the
+    forget *train* examples (relearning data) and the plain per-prompt verdicts."""
 
     tokenizer: Any
     prompts: list[str]
     judge: Any
     forget_train: list                    # Example rows (harmful ones are the relearning data)
-    template: str = "auto"
-    max_length: int = 256
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    progress_bar: bool = False
-    bootstrap: dict[str, Any] = field(default_factory=lambda: {"n_boot": 2000, "level": 0.95, "seed": 0})
 
     def answer_and_judge(self, model, prompts: Sequence[str], shown: Sequence[str] | None = None,
                          desc: str = "attack") -> tuple[list[float], list[dict[str, Any]]]:

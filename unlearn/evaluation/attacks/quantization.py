@@ -27,6 +27,9 @@ BITS = (4, 8)
 def quantize_weights(model, bits: int, group_size: int, skip: tuple[str, ...] = ("lm_head",)):
     """Quantize ``model`` in place (torchao, module docstring) and return it."""
     import torch
+    from unlearn.models.noise import quiet_third_party
+
+    quiet_third_party()  # torchao's CUDA-kernel and pytree notices (unlearn/models/noise.py)
     from torchao.quantization import IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 

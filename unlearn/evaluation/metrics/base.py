@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearn.errors import UnlearnError
+from unlearn.evaluation.decoding import DecodingSettings
 from unlearn.evaluation.metrics.columns import Column
 
 
@@ -24,8 +25,10 @@ class MetricConfigError(UnlearnError):
 
 
 @dataclass
-class EvalContext:
-    """The model under evaluation, its answers to the evaluation prompts and the shared parts.
+class EvalContext(DecodingSettings):
+    """The model under evaluation, its answers to the evaluation prompts and the shared parts;
+    the decoding settings (template, lengths, batch, bootstrap) are the keyword-only fields of
+    :class:`~unlearn.evaluation.decoding.DecodingSettings`.
 
     ``judge`` and ``scorer`` are built on first use (a run without a harm metric never trains
     the judge); ``reference`` is the fixed LM of fluency (:class:`~unlearn.evaluation.stage.ReferenceLM`)."""
@@ -38,12 +41,6 @@ class EvalContext:
     reference: Any
     get_judge: Callable[[], Any]
     get_scorer: Callable[[], Any]
-    template: str = "auto"
-    max_length: int = 256
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    progress_bar: bool = False
-    bootstrap: dict[str, Any] = field(default_factory=lambda: {"n_boot": 2000, "level": 0.95, "seed": 0})
     labels: dict[str, Any] = field(default_factory=dict)   # what the metrics said they used
     # held-out (prompt, safe answer, unsafe answer) triples of the forget data (likelihood metrics)
     preference_pairs: list[tuple[str, str, str]] = field(default_factory=list)

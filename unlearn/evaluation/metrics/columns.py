@@ -15,7 +15,10 @@ class Column:
     prompts intervals and paired comparisons use them). ``examples``: a ``<name>.jsonl`` file of
     the run dir whose per-example ``example_field`` fields (default ``value``) average to the
     metric (``stage`` as in generations.jsonl). ``interval``: summary keys of the metric's own per-run bounds, shown as
-    the mean of those bounds (such a column is not compared between methods)."""
+    the mean of those bounds (such a column is not compared between methods). ``tradeoff``:
+    ``"forgetting"`` (how much was unlearned: a y axis of the trade-off plots) or ``"cost"``
+    (what unlearning costs: an x axis); the plots pair every forgetting column with every cost
+    column, so a new metric joins them by declaring its role."""
 
     key: str
     label: str
@@ -26,10 +29,13 @@ class Column:
     examples: str | None = None
     interval: tuple[str, str] | None = None
     example_field: str = "value"
+    tradeoff: str | None = None        # "forgetting" | "cost" | None
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):
             raise ValueError(f"column {self.key}: better must be 'lower' or 'higher', got {self.better!r}")
+        if self.tradeoff not in (None, "forgetting", "cost"):
+            raise ValueError(f"column {self.key}: tradeoff must be 'forgetting', 'cost' or None, got {self.tradeoff!r}")
 
     @property
     def arrow(self) -> str:

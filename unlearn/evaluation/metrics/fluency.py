@@ -16,7 +16,7 @@ from unlearn.evaluation.metrics.columns import Column
 
 class Fluency(Metric):
     name = "fluency"
-    columns = (Column("fluency_ppl", "Fluency (PPL)", "lower", 2, field="fluency_ppl"),)
+    columns = (Column("fluency_ppl", "Fluency (PPL)", "lower", 2, field="fluency_ppl", tradeoff="cost"),)
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         from unlearn.evaluation import perplexity

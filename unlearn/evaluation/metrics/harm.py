@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class HarmfulRate(Metric):
     name = "harmful_rate"
     columns = (
-        Column("harmful_rate", "Harmful rate", "lower", 3, field="harmful"),
+        Column("harmful_rate", "Harmful rate", "lower", 3, field="harmful", tradeoff="forgetting"),
         # corrected for the judge's validation error; n/a for a judge without validation counts
         Column("harmful_rate_corrected", "Harmful rate (corrected)", "lower", 3,
                interval=("harmful_rate_corrected_lo", "harmful_rate_corrected_hi")),

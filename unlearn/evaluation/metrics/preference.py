@@ -46,7 +46,7 @@ class PreferenceMargin(Metric):
     needs_answers = False
     columns = (
         Column("preference_margin", "Safe − unsafe log-lik. (nats/token)", "higher", 3, examples=FILE,
-               example_field="margin"),
+               example_field="margin", tradeoff="forgetting"),
         Column("safe_preference_rate", "Prefers safe answer", "higher", 3, examples=FILE,
                example_field="safe_preferred"),
         Column("unsafe_nll", "Unsafe answer NLL (nats/token)", "higher", 3, examples=FILE, example_field="unsafe_nll"),
