@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         result["rows"][row] = {"start": start, "chosen_lr": chosen, "tried": {f"{k:.3g}": v for k, v in sorted(tried.items())}}
         kls = ", ".join(f"{k:.3g}: KL {v['final/probe/kl']}" for k, v in sorted(tried.items()))
         print(f"{row}: lr {chosen} (tried {kls})", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every row: a stopped search keeps its rows
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ worst points still add a sliver; one reference for the experiment makes the meth
 (If no run moved the KL, its cap is 1.) The forgetting axis is unbounded: a run that drives the
 forget NLL far up gains volume even at high drift, so read the number with the plot. Per method:
 the mean over seeds with a t-interval over seeds (with 3 seeds it is wide, t₀.₉₇₅,₂ = 4.30).
+
+**Paired comparisons.** Every two methods with the same update rule (the label's optimizer
+bracket: AdamW, ``[sgd]``, ``[metric_adam,preconditioned]``, …) are compared on the seeds both
+ran: D_s = HV_a(s) − HV_b(s), with a t-interval over those seeds. Seed s gives every method the
+same data order and the same start, so the seed effect cancels in D_s; the Welch half-width of
+the unpaired comparison is reported beside it. A pair *resolves* when its interval excludes 0.
 """
 
 from __future__ import annotations
@@ -34,11 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearn.results.collect import Run, as_float
+from unlearn.results.collect import Run, as_float, method_order
 from unlearn.results.intervals import LEVEL, clipped, t_interval
 from unlearn.results.plots import MARKERS, colours, pyplot
-from unlearn.results.collect import method_order
 from unlearn.results.tables import Table
+from unlearn.uncertainty import Interval
 from unlearn.uncertainty.fronts import hypervolume
 
 AXES = ("forget_nll", "kl", "retain")
@@ -126,6 +132,46 @@ def loss_space(table: Table) -> LossSpace:
     return LossSpace(source, curves, ref, per_seed, missing)
 
 
+def update_rule(method: str) -> str:
+    """The label's optimizer bracket (``""`` for the default AdamW): the group a method is compared in."""
+    return method[method.index("["):] if method.endswith("]") and "[" in method else ""
+
+
+@dataclass(frozen=True)
+class PairedHypervolume:
+    """``a`` − ``b`` in hypervolume, paired by seed (module docstring)."""
+
+    a: str
+    b: str
+    update: str
+    seeds: tuple[int, ...]
+    interval: Interval | None
+    unpaired_half_width: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.interval is not None and (self.interval.lo > 0 or self.interval.hi < 0)
+
+
+def paired_hypervolumes(space: LossSpace) -> list[PairedHypervolume]:
+    """Every pair of methods with the same update rule, in the grid's order, on their common seeds."""
+    from unlearn.results.comparisons import welch_interval
+
+    by_seed = {m: {s: hv for s, _, hv in rows if s is not None} for m, rows in space.per_seed.items()}
+    methods = list(space.per_seed)
+    out = []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            if update_rule(a) != update_rule(b):
+                continue
+            seeds = tuple(sorted(set(by_seed[a]) & set(by_seed[b])))
+            diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
+            welch = welch_interval(list(by_seed[a].values()), list(by_seed[b].values()), LEVEL)
+            out.append(PairedHypervolume(a, b, update_rule(a) or "adamw", seeds, t_interval(diffs, LEVEL),
+                                         math.nan if welch is None else (welch.hi - welch.lo) / 2))
+    return out
+
+
 def reference_text(space: LossSpace) -> str:
     r = space.reference
     return (f"reference point (−forget_nll, kl, retain) = ({r[0]:.4g}, {r[1]:.4g}, {r[2]:.4g}): −(lowest "
@@ -150,6 +196,20 @@ def to_markdown(table: Table, space: LossSpace) -> str:
               f"{reference_text(space)}. Interval: t over seeds (wide with 3 seeds: t₀.₉₇₅,₂ = 4.30). The "
               "forgetting axis is unbounded, so a run that drives the forget NLL far up gains volume even at "
               "high drift: read it with loss_space.png.\n")
+    pairs = paired_hypervolumes(space)
+    if pairs:
+        out.write("\n#### Paired by seed, within each update rule\n\n| a − b | update | seeds | difference [95% interval] "
+                  "| half-width paired / unpaired | resolves |\n|---|---|---:|---:|---:|---|\n")
+        for p in pairs:
+            if p.interval is None:
+                out.write(f"| {p.a} − {p.b} | {p.update} | {len(p.seeds)} | fewer than 2 common seeds | | no |\n")
+                continue
+            half = (p.interval.hi - p.interval.lo) / 2
+            out.write(f"| {p.a} − {p.b} | {p.update} | {len(p.seeds)} | {p.interval.estimate:+.4g} "
+                      f"[{p.interval.lo:+.4g}, {p.interval.hi:+.4g}] | {half:.3g} / {p.unpaired_half_width:.3g} | "
+                      f"{'**yes**' if p.resolved else 'no'} |\n")
+        out.write("\nD_s = HV_a(s) − HV_b(s) on the seeds both ran, t over seeds; unpaired: Welch over each "
+                  "method's seeds. A pair resolves when its interval excludes 0.\n")
     if space.missing:
         out.write("\nLeft out (no curve): " + ", ".join(f"{r.method} seed {r.seed}" for r in space.missing) + "\n")
     return out.getvalue()
@@ -218,5 +278,6 @@ def write_loss_space(table: Table, out_dir: Path, plots: bool = True) -> dict[st
     return files
 
 
-__all__ = ["AXES", "Curve", "LossSpace", "experiment_curves", "loss_space", "loss_space_plot", "reference_point",
-           "run_curve", "to_csv", "to_markdown", "write_loss_space"]
+__all__ = ["AXES", "Curve", "LossSpace", "PairedHypervolume", "experiment_curves", "loss_space", "loss_space_plot",
+           "paired_hypervolumes", "reference_point", "run_curve", "to_csv", "to_markdown", "update_rule",
+           "write_loss_space"]
