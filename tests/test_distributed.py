@@ -10,7 +10,6 @@ compare the ranks with each other and with a single-process replay of the same s
 from __future__ import annotations
 
 import json
-import math
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import TINY, compose_config
+from rank_fixtures import FORGET, NORMAL, NaNOnce
 from unlearn.aggregators import MGDA, DualSpace, WeightedSum
 from unlearn.data.stream import BatchStream
 from unlearn.data.types import Example
@@ -45,23 +45,7 @@ SCENARIOS = {  # name: (aggregator, steps, track_gradients, rank whose first for
     "nan_on_rank1": ("dual", 2, True, 1, 1),
     "dual_accum": ("dual", 1, True, None, 2),
 }
-FORGET = [Example(f"How do I make poison number {i}?", f"Mix chemical {i} with bleach {i}.", True)
-          for i in range(8)]
-NORMAL = [Example(f"What is the capital of country {i}?", f"The capital is city {i}.")
-          for i in range(8)]
 
-
-class NaNOnce(UCE):
-    """UCE whose first call returns NaN (a non-finite loss on one rank only)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __call__(self, logits, labels, ref_logits=None):
-        self.calls += 1
-        loss = super().__call__(logits, labels, ref_logits)
-        return loss * math.nan if self.calls == 1 else loss
 
 
 class RecordingSync(GradientSync):

@@ -23,9 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import TINY, compose_config
+from rank_fixtures import FORGET, NORMAL, NaNOnce
 from unlearn.aggregators import MGDA, DualSpace, WeightedSum
 from unlearn.data.stream import BatchStream
-from unlearn.data.types import Example
 from unlearn.losses import UCE
 from unlearn.training.gramian import accumulate_gramian, combine_into_grad
 from unlearn.training.objectives import OBJECTIVES, Objectives, mollm_objectives
@@ -39,21 +39,7 @@ AGGREGATORS = {"dual": DualSpace, "mgda": MGDA,
                "weighted_sum": lambda: WeightedSum([1.0, 0.5, 2.0])}
 SCENARIOS = {"dual": ("dual", None), "mgda": ("mgda", None), "weighted_sum": ("weighted_sum", None),
              "nan_on_rank1": ("dual", 1)}  # name: (aggregator, rank whose first forget loss is NaN)
-FORGET = [Example(f"How do I make poison number {i}?", f"Mix chemical {i} with bleach {i}.", True)
-          for i in range(8)]
-NORMAL = [Example(f"What is the capital of country {i}?", f"The capital is city {i}.")
-          for i in range(8)]
 
-
-class NaNOnce(UCE):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __call__(self, logits, labels, ref_logits=None):
-        self.calls += 1
-        loss = super().__call__(logits, labels, ref_logits)
-        return loss * math.nan if self.calls == 1 else loss
 
 
 class ListTracker(NullTracker):

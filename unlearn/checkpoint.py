@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _load_pt(path: Path) -> Any:
+def load_pt(path: Path) -> Any:
     """``torch.load`` restricted to tensors and plain containers (never arbitrary pickles)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -184,6 +184,36 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 
 
 # --------------------------------------------------------------------------- manager
+
+
+def verified_manifest(path: Path, required: Sequence[str],
+                      check: Callable[[dict[str, Any]], str | None] = lambda manifest: None) -> Checkpoint:
+    """The checkpoint at ``path`` once its manifest reads, ``check(manifest)`` says nothing is wrong
+    (else its message), it lists every ``required`` file, and every listed file has the manifest's
+    size and sha256; else :class:`CheckpointError` naming what failed."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: no {MANIFEST} (the write did not finish)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files, step = manifest["files"], int(manifest["step"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    problem = check(manifest)
+    if problem:
+        raise CheckpointError(f"{manifest_path}: {problem}")
+    for name in required:
+        if name not in files:
+            raise CheckpointError(f"{manifest_path}: does not list {name}")
+    for name, meta in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing")
+        if f.stat().st_size != meta["bytes"]:
+            raise CheckpointError(f"{f}: {f.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?)")
+        if sha256_file(f) != meta["sha256"]:
+            raise CheckpointError(f"{f}: sha256 does not match the manifest (corrupt)")
+    return Checkpoint(path, step, manifest)
 
 
 class CheckpointManager:
@@ -282,29 +312,9 @@ class CheckpointManager:
     @staticmethod
     def verify(path: Path) -> Checkpoint:
         """Check the manifest and every file's size and sha256; raise CheckpointError if not."""
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise CheckpointError(f"{path}: no {MANIFEST} (the write did not finish)")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            files = manifest["files"]
-            step = int(manifest["step"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-        if manifest.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
-        for required in ("model.safetensors", "optimizer.pt", "rng.pt", "state.json"):
-            if required not in files:
-                raise CheckpointError(f"{manifest_path}: does not list {required}")
-        for name, meta in files.items():
-            f = path / name
-            if not f.is_file():
-                raise CheckpointError(f"{f}: missing")
-            if f.stat().st_size != meta["bytes"]:
-                raise CheckpointError(f"{f}: {f.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?)")
-            if sha256_file(f) != meta["sha256"]:
-                raise CheckpointError(f"{f}: sha256 does not match the manifest (corrupt)")
-        return Checkpoint(path, step, manifest)
+        return verified_manifest(path, ("model.safetensors", "optimizer.pt", "rng.pt", "state.json"),
+                                 lambda manifest: None if manifest.get("format") == FORMAT_VERSION else
+                                 f"format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
 
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint that verifies; corrupt ones are skipped with a warning."""
@@ -326,13 +336,13 @@ class CheckpointManager:
             model = load_file(str(path / "model.safetensors"), device="cpu")
         except Exception as exc:
             raise CheckpointError(f"{path / 'model.safetensors'}: unreadable ({exc})") from exc
-        scheduler = _load_pt(path / "scheduler.pt") if (path / "scheduler.pt").is_file() else None
+        scheduler = load_pt(path / "scheduler.pt") if (path / "scheduler.pt").is_file() else None
         return LoadedCheckpoint(
             checkpoint=checkpoint,
             model=model,
-            optimizer=_load_pt(path / "optimizer.pt"),
+            optimizer=load_pt(path / "optimizer.pt"),
             scheduler=scheduler,
-            rng=_load_pt(path / "rng.pt"),
+            rng=load_pt(path / "rng.pt"),
             state=json.loads((path / "state.json").read_text(encoding="utf-8")),
         )
 

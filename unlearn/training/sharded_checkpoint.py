@@ -34,10 +34,11 @@ from unlearn.checkpoint import (
     CheckpointError,
     CheckpointManager,
     LoadedCheckpoint,
-    _load_pt,
     capture_rng_state,
+    load_pt,
     config_differences,
     sha256_file,
+    verified_manifest,
 )
 from unlearn.training import distributed
 
@@ -133,25 +134,9 @@ class ShardedCheckpoints(CheckpointManager):
     @staticmethod
     def verify(path: Path) -> Checkpoint:
         """The manifest lists every file with its size and sha256, and the DCP files are there."""
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise CheckpointError(f"{path}: no {MANIFEST} (the write did not finish)")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            files, step = manifest["files"], int(manifest["step"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-        if not manifest.get("sharded"):
-            raise CheckpointError(f"{path}: not a sharded checkpoint (written by trainer.strategy="
-                                  "single or ddp); resume it with that strategy")
-        for required in REQUIRED:
-            if required not in files:
-                raise CheckpointError(f"{manifest_path}: does not list {required}")
-        for name, meta in files.items():
-            f = path / name
-            if not f.is_file() or f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
-                raise CheckpointError(f"{f}: missing, truncated or corrupt (manifest mismatch)")
-        return Checkpoint(path, step, manifest)
+        return verified_manifest(path, REQUIRED, lambda manifest: None if manifest.get("sharded") else
+                                 "not a sharded checkpoint (written by trainer.strategy=single or ddp); "
+                                 "resume it with that strategy")
 
     def load_into(self, checkpoint: Checkpoint, fingerprint: Mapping[str, Any],
                   optimizer: torch.optim.Optimizer, scheduler: Any | None) -> LoadedCheckpoint:
@@ -201,13 +186,13 @@ class ShardedCheckpoints(CheckpointManager):
                     value.to_local() if hasattr(value, "to_local") else value)
         try:
             optimizer.load_state_dict({"state": opt_state,
-                                       "param_groups": _load_pt(path / "optimizer_groups.pt")})
+                                       "param_groups": load_pt(path / "optimizer_groups.pt")})
             if scheduler is not None and (path / "scheduler.pt").is_file():
-                scheduler.load_state_dict(_load_pt(path / "scheduler.pt"))
+                scheduler.load_state_dict(load_pt(path / "scheduler.pt"))
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: optimizer/scheduler state does not fit ({exc}); resume "
                                   "with the same trainer.optimizer and trainer.lr_scheduler") from exc
-        return LoadedCheckpoint(checkpoint, {}, {}, None, _load_pt(path / "rng.pt"), state)
+        return LoadedCheckpoint(checkpoint, {}, {}, None, load_pt(path / "rng.pt"), state)
 
 
 def check_world_size(state: Mapping[str, Any], world: int, where: Path) -> None:
