@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="*", default=[str(REPO / "outputs" / "sweeps" / "paper_embedded")])
     parser.add_argument("--metrics", nargs="+", default=["freshqa", "lm_eval"], help="options of conf/metric/")
-    parser.add_argument("--reference", default="uce_dual")
+    parser.add_argument("--reference", default="uce+dual", help="the method label (= its run-dir name) others are compared with")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "general_utility.json")
     args = parser.parse_args(argv)
