@@ -94,7 +94,8 @@ def accumulate_gramians(
             jac = buffer[: m * length].view(m, length)
             for i, f in enumerate(flat):
                 if minus is not None and i == m - 1:
-                    _difference_into(jac[i], f[start : start + length], minus[start : start + length])
+                    end = start + length
+                    _difference_into(jac[i], f[start:end], minus[start:end])
                 else:
                     jac[i].copy_(f[start : start + length])
             plain += _chunked_products(jac, chunk)
@@ -110,7 +111,8 @@ def accumulate_gramians(
 
 
 def _difference_into(row: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``row ← a − b``, rounded as ``a − b`` in a's and b's dtype would be before it is widened."""
+    """``row ← a − b``, rounded in a's and b's dtype before it is widened (as ``a − b`` then a
+    copy would be)."""
     if a.dtype == row.dtype and b.dtype == row.dtype:
         torch.sub(a, b, out=row)
     else:
