@@ -180,7 +180,17 @@ def ranks(tmp_path_factory, data_dir) -> list[dict]:
 
 
 def replay(aggregator: str) -> dict:
-    """The same steps in one process: mean of the two shards' gradients, then one aggregation."""
+    """The same steps in one process: mean of the two shards' gradients, then one aggregation;
+    one torch thread, as the ranks use (another thread count sums in another order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _replay(aggregator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _replay(aggregator: str) -> dict:
     initial = {k: v.clone() for k, v in tiny_model().model.state_dict().items()}
     loaded = tiny_model(initial)
     model = loaded.model

@@ -48,7 +48,9 @@ def test_resumed_offline_run_keeps_its_id_and_sends_no_step_twice(tmp_path: Path
     # resumed from a checkpoint at step 2: steps 3 and 4 are recomputed, W&B already holds them
     second, sent2 = session(run_dir, [3, 4, 5, 6], resume=True, monkeypatch=monkeypatch)
     assert second == first and sent2 == [5, 6]
-    assert sorted(p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")) == [first] * 2
+    # offline-run-<time>-<id>, with a "-1" suffix when both sessions started in the same second
+    sessions = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2 and all(f"-{first}" in name for name in sessions), sessions
     assert json.loads((run_dir / WandbRunState.FILE).read_text())["last_step"] == 6
 
 
