@@ -1,9 +1,16 @@
-"""What the data-parallel and the sharded tests share: tiny forget/normal examples and a loss
-that is NaN once (a non-finite loss on one rank only)."""
+"""What the data-parallel and the sharded tests share: tiny forget/normal examples, a loss that
+is NaN once (a non-finite loss on one rank only) and the spawn of the ranks."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
 
 from unlearn.data.types import Example
 from unlearn.losses import UCE
@@ -25,3 +32,20 @@ class NaNOnce(UCE):
         self.calls += 1
         loss = super().__call__(logits, labels, ref_logits)
         return loss * math.nan if self.calls == 1 else loss
+
+
+def spawn_ranks(worker: Callable, out: Path, cfg, world: int) -> list[dict]:
+    """Run ``worker(rank, init_file, out_dir, cfg)`` on ``world`` spawned processes, offline and on
+    one thread each (module fixtures run before conftest's offline env), and return each rank's
+    ``rank<r>.pt`` results with its ``summary-rank<r>.json`` and the output dir."""
+    with pytest.MonkeyPatch.context() as env:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            env.setenv(var, "1")
+        env.setenv("WANDB_MODE", "disabled")
+        env.setenv("OMP_NUM_THREADS", "1")
+        mp.spawn(worker, args=(str(out / "pg-init"), str(out), cfg), nprocs=world, join=True)
+    loaded = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    for r, results in enumerate(loaded):
+        results["dir"] = out
+        results["summary"] = json.loads((out / f"summary-rank{r}.json").read_text())
+    return loaded

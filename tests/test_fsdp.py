@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from conftest import TINY, compose_config
-from rank_fixtures import FORGET, NORMAL, NaNOnce
+from rank_fixtures import FORGET, NORMAL, NaNOnce, spawn_ranks
 from unlearn.aggregators import MGDA, DualSpace, WeightedSum
 from unlearn.data.stream import BatchStream
 from unlearn.losses import UCE
@@ -166,17 +165,7 @@ def ranks(tmp_path_factory, data_dir) -> list[dict]:
                           "trainer.strategy=fsdp", "trainer.save_model=true",
                           "trainer.probe_every=1", "trainer.probe_size=2",
                           "trainer.heldout_probe_size=0"], data_dir)
-    with pytest.MonkeyPatch.context() as env:
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-            env.setenv(var, "1")
-        env.setenv("WANDB_MODE", "disabled")
-        env.setenv("OMP_NUM_THREADS", "1")
-        mp.spawn(worker, args=(str(out / "pg-init"), str(out), cfg), nprocs=WORLD, join=True)
-    loaded = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    for r, results in enumerate(loaded):
-        results["dir"] = out
-        results["summary"] = json.loads((out / f"summary-rank{r}.json").read_text())
-    return loaded
+    return spawn_ranks(worker, out, cfg, WORLD)
 
 
 def replay(aggregator: str) -> dict:
