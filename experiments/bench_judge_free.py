@@ -4,7 +4,8 @@ Times, in one process on the same model, the ``preference`` metric (held-out saf
 no generation) and, for scale, the ``utility`` metric (held-out TruthfulQA answers), each
 ``--rounds`` times interleaved, and prints the medians, their ratio and the pair count.
 
-    python experiments/bench_judge_free.py --threads 2 --batch-size 50 --out outputs/bench/judge_free.json
+    python experiments/bench_judge_free.py --threads 2 --batch-size 50 --compare-dtype \
+        --out docs/results/judge_free/bench_cpu.json
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: conf/metric/preference.yaml")
     parser.add_argument("--compare-prefix", action="store_true",
                         help="also time the preference metric without the shared prompt prefix")
+    parser.add_argument("--compare-dtype", action="store_true",
+                        help="also time the preference metric with float32 products (compute_dtype=float32)")
     parser.add_argument("--out", default="outputs/bench/judge_free.json")
     args = parser.parse_args()
 
@@ -49,6 +52,9 @@ def main() -> None:
     preference = "preference" if args.max_answer_tokens is None else {
         "_target_": "unlearn.evaluation.metrics.preference.PreferenceMargin", "max_answer_tokens": args.max_answer_tokens}
     metrics = {m.name: m for m in build_metrics([preference, "utility"])}
+    float32 = build_metrics([{"_target_": "unlearn.evaluation.metrics.preference.PreferenceMargin",
+                              "max_answer_tokens": metrics["preference"].max_answer_tokens,
+                              "compute_dtype": "float32"}])[0]
 
     def unshared_prefix():  # the chat template's common prefix encoded with every prompt again
         saved, shared_prompt.MIN_SHARED_PREFIX = shared_prompt.MIN_SHARED_PREFIX, 10**9
@@ -60,8 +66,11 @@ def main() -> None:
     runs = {"preference": lambda: metrics["preference"].compute(ctx), "utility": lambda: metrics["utility"].compute(ctx)}
     if args.compare_prefix:
         runs["preference_unshared_prefix"] = unshared_prefix
+    if args.compare_dtype:
+        runs["preference_float32"] = lambda: float32.compute(ctx)
     times: dict[str, list[float]] = {name: [] for name in runs}
     margins: dict[str, float] = {}
+    per_pair: dict[str, list[float]] = {}
     for r in range(args.rounds):
         for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             t0 = time.perf_counter()
@@ -69,6 +78,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
             if "preference_margin" in out.intervals:
                 margins[name] = out.intervals["preference_margin"].estimate
+                per_pair[name] = [row["margin"] for row in out.files["preference"]]
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {"model": loaded.name, "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
               "n_preference_pairs": len(metrics["preference"].select(pairs)), "n_utility_examples": len(normal),
@@ -76,6 +86,16 @@ def main() -> None:
               "median_s": medians, "times_s": times, "preference_over_utility": medians["preference"] / medians["utility"],
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "preference_margin": margins}
+    if args.compare_dtype:
+        from unlearn.evaluation.precision import resolve_compute_dtype
+
+        moved = [abs(a - b) for a, b in zip(per_pair["preference"], per_pair["preference_float32"], strict=True)]
+        result["default_compute_dtype"] = resolve_compute_dtype(metrics["preference"].compute_dtype, ctx.device)
+        result["default_over_float32"] = medians["preference"] / medians["preference_float32"]
+        result["margin_moved_by_precision"] = {
+            "mean_abs": sum(moved) / len(moved), "max_abs": max(moved),
+            "signs_changed": sum((a > 0) != (b > 0) for a, b in zip(per_pair["preference"],
+                                                                      per_pair["preference_float32"], strict=True))}
     if args.compare_prefix:
         result["shared_over_unshared_prefix"] = medians["preference"] / medians["preference_unshared_prefix"]
     print(json.dumps({k: v for k, v in result.items() if k != "times_s"}, indent=2))

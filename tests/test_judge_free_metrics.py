@@ -72,7 +72,7 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
     cfg = make_config("model=tiny_random")
     loaded = instantiate(cfg.model)
     pairs = stage_mod.preference_pairs(load_pku_saferlhf(str(data_dir)).eval)
-    metric = PreferenceMargin(pairs_per_prompt=1, max_pairs=5)
+    metric = PreferenceMargin(pairs_per_prompt=1, max_pairs=5, compute_dtype="float32")
 
     def ctx(triples):
         return EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None,
@@ -91,13 +91,39 @@ def test_margin_is_the_mean_token_loglik_difference(make_config, data_dir: Path)
     assert margin.lo <= margin.estimate <= margin.hi
     assert out.intervals["safe_preference_rate"].estimate == pytest.approx(sum(r["margin"] > 0 for r in rows) / 5)
     assert all(r["safe_preferred"] == float(r["margin"] > 0) for r in rows)
-    cut = PreferenceMargin(max_pairs=3, max_answer_tokens=4).compute(
+    cut = PreferenceMargin(max_pairs=3, max_answer_tokens=4, compute_dtype="float32").compute(
         EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None, max_length=256,
                     preference_pairs=pairs)).files["preference"]
     assert [(r["safe_tokens"], r["unsafe_tokens"]) for r in cut] == [(4, 4)] * 3  # first 4 tokens, no EOS
     swapped = metric.compute(ctx([(p, u, s) for p, s, u in pairs])).intervals
     assert swapped["preference_margin"].estimate == pytest.approx(-margin.estimate)
     assert swapped["unsafe_nll"].estimate == pytest.approx(out.intervals["safe_nll"].estimate)
+
+
+def test_bfloat16_products_move_margins_by_rounding_only(make_config, data_dir: Path, monkeypatch) -> None:
+    """``compute_dtype``: bfloat16 under autocast gives the float32 margins up to bfloat16 rounding;
+    ``auto`` follows the hardware; the label names the products; an unknown value names the options."""
+    from hydra.utils import instantiate
+
+    from unlearn.evaluation.precision import resolve_compute_dtype
+
+    loaded = instantiate(make_config("model=tiny_random").model)
+    pairs = stage_mod.preference_pairs(load_pku_saferlhf(str(data_dir)).eval)
+    ctx = EvalContext(loaded.model, loaded.tokenizer, [], [], [], None, lambda: None, lambda: None, max_length=128,
+                      batch_size=4, preference_pairs=pairs)
+    full, half = (PreferenceMargin(max_pairs=6, compute_dtype=d).compute(ctx) for d in ("float32", "bfloat16"))
+    assert "float32 products" in full.labels["eval/labels/preference"]
+    assert "bfloat16 products" in half.labels["eval/labels/preference"]
+    diffs = [abs(a["margin"] - b["margin"]) for a, b in zip(full.files["preference"], half.files["preference"], strict=True)]
+    assert 0 < max(diffs) < 0.05  # a different computation, within bfloat16's rounding
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # weights stay as loaded
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    assert resolve_compute_dtype("auto", "cpu") == "float32"  # emulated bfloat16 would be slower
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True})
+    assert resolve_compute_dtype("auto", "cpu") == "bfloat16"
+    assert resolve_compute_dtype("float32", "cpu") == "float32"
+    with pytest.raises(MetricConfigError, match="auto, float32, bfloat16"):
+        build_metrics([{"_target_": "unlearn.evaluation.metrics.preference.PreferenceMargin", "compute_dtype": "fp8"}])
 
 
 def test_shared_prompt_nll_equals_separate_scoring(make_config, data_dir: Path) -> None:

@@ -40,7 +40,8 @@ class PreferenceMargin(Metric):
     """Likelihood preference of the held-out safe over the unsafe answers (module docstring).
 
     ``pairs_per_prompt``: the first N pairs of each prompt (PKU has ~5 per prompt; one keeps the
-    prompts equally weighted and the cost low); ``max_pairs``: at most this many pairs (None: all)."""
+    prompts equally weighted and the cost low); ``max_pairs``: at most this many pairs (None: all);
+    ``compute_dtype``: ``auto``, ``float32`` or ``bfloat16`` (:mod:`unlearn.evaluation.precision`)."""
 
     name = "preference"
     needs_answers = False
@@ -55,7 +56,12 @@ class PreferenceMargin(Metric):
     )
 
     def __init__(self, pairs_per_prompt: int | None = 1, max_pairs: int | None = None,
-                 max_answer_tokens: int | None = 32) -> None:
+                 max_answer_tokens: int | None = 32, compute_dtype: str = "auto") -> None:
+        from unlearn.evaluation.precision import COMPUTE_DTYPES
+
+        require(compute_dtype in COMPUTE_DTYPES, self.name,
+                f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         require(pairs_per_prompt is None or int(pairs_per_prompt) >= 1, self.name,
                 f"pairs_per_prompt must be ≥ 1 or null, got {pairs_per_prompt!r}")
         require(max_pairs is None or int(max_pairs) >= 1, self.name, f"max_pairs must be ≥ 1 or null, got {max_pairs!r}")
@@ -87,6 +93,7 @@ class PreferenceMargin(Metric):
         return tokenizer.decode(ids[: self.max_answer_tokens]), False
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
+        from unlearn.evaluation.precision import compute_precision, resolve_compute_dtype
         from unlearn.evaluation.shared_prompt import shared_prompt_nll
         from unlearn.uncertainty import mean_interval
 
@@ -97,12 +104,15 @@ class PreferenceMargin(Metric):
         model = ctx.model
         was = model.training
         model.eval()
+        dtype = resolve_compute_dtype(self.compute_dtype, ctx.device)
         try:  # the prompt is encoded once for both answers (its KV cache reused)
-            nll = shared_prompt_nll(model, ctx.tokenizer, [(p, (s[0], u[0])) for (p, _, _), (s, u) in zip(pairs, cut, strict=True)],
-                                    ctx.device, ctx.max_length, ctx.template, max(1, ctx.batch_size // 2),
-                                    ctx.progress_bar, with_eos=[(s[1], u[1]) for s, u in cut], desc="preference")
+            with compute_precision(dtype, ctx.device):
+                nll = shared_prompt_nll(model, ctx.tokenizer, [(p, (s[0], u[0])) for (p, _, _), (s, u) in zip(pairs, cut, strict=True)],
+                                        ctx.device, ctx.max_length, ctx.template, max(1, ctx.batch_size // 2),
+                                        ctx.progress_bar, with_eos=[(s[1], u[1]) for s, u in cut], desc="preference")
         finally:
             model.train(was)
+        products = dtype if dtype != "float32" else str(next(model.parameters()).dtype).removeprefix("torch.")
         rows = []
         for i, (prompt, _, _) in enumerate(pairs):
             (s_nll, s_n), (u_nll, u_n) = nll[i]
@@ -112,4 +122,4 @@ class PreferenceMargin(Metric):
         intervals = {c.key: mean_interval([r[c.example_field] for r in rows], **ctx.bootstrap) for c in self.columns}
         return MetricOutput(intervals=intervals, values={"n_preference_pairs": len(rows)}, files={FILE: rows},
                             labels={"eval/labels/preference": f"{len(rows)} held-out (safe, unsafe) pairs, "
-                                                              "mean token log-likelihood"})
+                                                              f"mean token log-likelihood, {products} products"})
