@@ -16,7 +16,8 @@ runs per row; the answer is exact on the ladder, not between its rungs.
         --rows "loss=uce aggregator=weighted_sum optimizer=sgd" "loss=uce aggregator=dual optimizer=sgd" \\
         --out docs/results/lr_rule/rates.json
 
-Runs go to outputs/lr_rule/<row>/lr<rate>/; a finished run is not redone.
+Runs go to outputs/lr_rule/<row>/lr<rate>/; a finished run is not redone, an interrupted one is
+moved to ``lr<rate>.interrupted-<n>`` and run again.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def run(row: str, lr: float, args: argparse.Namespace) -> dict:
     run_dir = Path(args.runs) / slug(row) / f"lr{lr:.3g}"
     summary = run_dir / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"):
+        if run_dir.exists():  # an interrupted search run: kept aside, the rung is run again from the start
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}.interrupted-{len(list(run_dir.parent.glob('*.interrupted-*')))}"))
         cmd = [sys.executable, "-m", "unlearn.run", f"experiment={args.experiment}", *row.split(),
                f"trainer.optimizer.lr={lr}", f"threads={args.threads}", *PROBE, f"hydra.run.dir={run_dir}",
                *args.overrides]

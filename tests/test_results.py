@@ -495,7 +495,8 @@ N_PROMPTS = 200
 
 def make_recorded_run(root: Path, method: str, seed: int, harmful: np.ndarray, toxicity: np.ndarray,
                       fluency: np.ndarray, prompts: list[str] | None = None, utility: np.ndarray | None = None,
-                      curve: list[tuple[float, float, float]] | None = None, source: str = "heldout") -> Path:
+                      curve: list[tuple[float, float, float]] | None = None, source: str = "heldout",
+                      margins: list[float] | None = None) -> Path:
     """A completed run whose summary means are those of its per-prompt records (generations.jsonl,
     before and after), optionally with per-example utility NLLs and a loss-space curve."""
     prompts = prompts or [f"prompt {i}" for i in range(len(harmful))]
@@ -504,6 +505,8 @@ def make_recorded_run(root: Path, method: str, seed: int, harmful: np.ndarray, t
         extra["utility_ppl"] = float(np.exp(utility.sum() / (4 * len(utility))))
     steps = len(curve) if curve else 4
     probes = [{f"{source}/forget_nll": f, f"{source}/kl": k, f"{source}/retain": r} for f, k, r in curve or []]
+    for probe, margin in zip(probes, margins or [], strict=False):
+        probe[f"{source}/margin"] = margin
     run_dir = make_run(root, "e", method, seed, after=after(float(np.mean(harmful)), ppl=float(np.mean(fluency)),
                                                             **extra), steps=steps, descent=probes or None)
     n_before = round(BEFORE["harmful_rate"] * len(prompts))
@@ -654,6 +657,28 @@ def test_loss_space_falls_back_to_probe_points(tmp_path: Path) -> None:
     space = loss_space(build_table("e", collect_runs([tmp_path / "s"])))
     assert space.source == "probe" and len(space.curves) == 2
     assert "training examples" in to_hv_markdown(build_table("e", collect_runs([tmp_path / "s"])), space)
+
+
+def test_loss_space_takes_the_heldout_margin_when_every_curve_has_it(tmp_path: Path) -> None:
+    """The forgetting coordinate is heldout/margin when every curve logged it (the reference point
+    and the volumes follow it), and forget NLL as soon as one curve lacks it."""
+    rng = np.random.default_rng(2)
+    curve = [(1.0, 0.0, 1.0), (2.0, 0.1, 1.2), (3.0, 0.2, 1.3)]
+    for seed in range(2):
+        make_recorded_run(tmp_path / "s", "uce+dual", seed, rng.random(20) < 0.2, rng.random(20), 4 + rng.random(20),
+                          curve=curve, margins=[0.05, 0.10, 0.30])
+    table = build_table("e", collect_runs([tmp_path / "s"]))
+    space = loss_space(table)
+    assert space.forgetting == "margin" and space.curves[0].points[:, 0].tolist() == pytest.approx([0.05, 0.1, 0.3])
+    assert space.reference[0] == pytest.approx(-0.05)
+    assert space.per_seed["uce+dual"][0][2] == pytest.approx(
+        hypervolume([[-0.05, 0.0, 1.0], [-0.1, 0.1, 1.2], [-0.3, 0.2, 1.3]], space.reference))
+    md = to_hv_markdown(table, space)
+    assert "(−margin, kl, retain)" in md and "held-out margin" in md
+    make_recorded_run(tmp_path / "s", "uce+mgda", 0, rng.random(20) < 0.2, rng.random(20), 4 + rng.random(20),
+                      curve=curve)  # no margin logged
+    space = loss_space(build_table("e", collect_runs([tmp_path / "s"])))
+    assert space.forgetting == "forget_nll" and len(space.curves) == 3 and space.reference[0] == pytest.approx(-1.0)
 
 
 def test_cli_writes_paired_and_hypervolume_files(planted: Path, tmp_path: Path, capsys) -> None:

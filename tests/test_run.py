@@ -202,6 +202,21 @@ def test_heldout_probe_logs_eval_split_losses_beside_the_training_probe(make_con
     assert lines[0]["heldout/forget_nll"] != lines[0]["probe/forget_nll"]
     assert summary["initial/heldout/forget"] == lines[0]["heldout/forget"]
     assert summary["final/heldout/kl"] > 0
+    # the judge-free margin on the first 4 held-out (safe, unsafe) pairs, at every probe point
+    assert [r["step"] for r in lines if "heldout/margin" in r] == [1, 3]
+    from hydra.utils import instantiate
+
+    from unlearn.data.pku_saferlhf import load_pku_saferlhf
+    from unlearn.evaluation.metrics.preference import PreferenceMargin
+    from unlearn.evaluation.stage import preference_pairs
+
+    original = instantiate(cfg.model)
+    metric = PreferenceMargin()
+    pairs = metric.select(preference_pairs(load_pku_saferlhf(cfg.data_dir).eval))[:4]
+    rows, _ = metric.score(original.model, original.tokenizer, pairs, "cpu", cfg.dataset.max_length, batch_size=4)
+    assert lines[0]["heldout/margin"] == pytest.approx(sum(r["margin"] for r in rows) / 4, abs=1e-6)
+    assert lines[0]["heldout/safe_preference_rate"] == sum(r["safe_preferred"] for r in rows) / 4
+    assert summary["final/heldout/margin"] != summary["initial/heldout/margin"]
     off = run_experiment(make_config(*TINY, "trainer.max_steps=1", "trainer.probe_every=1",
                                      "trainer.heldout_probe_size=0"), tmp_path / "off")
     assert "initial/probe/forget" in off and not any(k.startswith(("initial/heldout", "final/heldout"))

@@ -38,7 +38,8 @@ from unlearn.data.pku_saferlhf import forget_examples
 from unlearn.data.sources import source
 from unlearn.data.stream import BatchStream
 from unlearn.errors import DiskFullError, UnlearnError
-from unlearn.evaluation.stage import EvaluationStage
+from unlearn.evaluation.metrics.preference import PreferenceMargin
+from unlearn.evaluation.stage import EvaluationStage, preference_pairs
 from unlearn.identity import hydra_label_context, method_label, settings_fingerprint
 from unlearn.memory import preflight
 from unlearn.models.export import save_model
@@ -54,7 +55,7 @@ from unlearn.training import distributed, sharding
 from unlearn.training.distributed import GradientSync, Ranks
 from unlearn.training.objectives import Objective, Objectives, mollm_objectives
 from unlearn.training.preemption import PREEMPTED, Preempted, StopRequest, was_preempted, watch_signals
-from unlearn.training.probe import LossProbe, ProbeSet
+from unlearn.training.probe import LossProbe, PairProbe, ProbeSet
 from unlearn.training.recompute import enable_gradient_checkpointing
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
@@ -105,7 +106,8 @@ PROBE_PREFIXES = ("probe/", "heldout/")
 def build_probes(objectives: Objectives, forget_split, normal_split, tokenizer, cfg: DictConfig) -> ProbeSet:
     """``probe/*`` on fixed training examples (unless ``trainer.probe_size=0``) and, unless
     ``trainer.heldout_probe_size=0``, ``heldout/*`` on fixed eval-split examples (unsafe answers to held-out prompts, held-out
-    normal answers); both at the training batch size and max length."""
+    normal answers, and the held-out (safe, unsafe) pairs' margin where the data has pairs); all at
+    the training batch size and max length."""
     t = cfg.trainer
     shape = dict(batch_size=t.forget_batch_size, max_length=cfg.dataset.max_length,
                  template=cfg.dataset.template)
@@ -117,6 +119,9 @@ def build_probes(objectives: Objectives, forget_split, normal_split, tokenizer, 
     if heldout_size:
         probes.append(LossProbe(objectives, forget_examples(forget_split.eval), normal_split.eval, tokenizer,
                                 size=heldout_size, prefix="heldout", **shape))
+        pairs = PreferenceMargin().select(preference_pairs(forget_split.eval))[:heldout_size]
+        if pairs:  # labelled (safe, unsafe) pairs: the judge-free margin at every probe point
+            probes.append(PairProbe(objectives, pairs, tokenizer, prefix="heldout", **shape))
     return ProbeSet(probes)
 
 

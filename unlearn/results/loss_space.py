@@ -1,25 +1,28 @@
 """Loss-space curves: how far each method forgets for how much drift, and their hypervolume.
 
 Each completed run's curve is its sequence of probe points over training, from
-``metrics.jsonl``: ``heldout/forget_nll`` (NLL of held-out unsafe answers; higher = more
-forgotten), ``heldout/kl`` (KL to the original on held-out normal answers) and ``heldout/retain``
+``metrics.jsonl``: a forgetting coordinate, ``heldout/kl`` (KL to the original on held-out normal answers) and ``heldout/retain``
 (NLL of held-out normal answers), logged before every ``trainer.probe_every``-th step (a record
 of step s holds the values after s − 1 updates), then ``final/heldout/*`` from ``summary.json``
 after the last update. Runs logged without ``heldout/*`` fall back to ``probe/*`` (the same
 quantities on fixed *training* examples); one source is used for a whole experiment (held-out
-when every curve has it) and the plot and table say which.
+when every curve has it) and the plot and table say which. The forgetting coordinate (higher =
+more forgotten) is ``heldout/margin``, the judge-free preference margin ℓ(safe) − ℓ(unsafe) on
+held-out (safe, unsafe) pairs (:class:`~unlearn.training.probe.PairProbe`), when every curve
+logged it, and otherwise ``<source>/forget_nll``, the NLL of the unsafe answers (which also rises
+when a model forgets every answer to a harmful prompt, safe or not).
 
 Hypervolume (:func:`unlearn.uncertainty.fronts.hypervolume`) of a curve's points in
-``(−forget_nll, kl, retain)``, all minimised, up to the reference point
+``(−forgetting, kl, retain)``, all minimised, up to the reference point
 
-    r = (−min_runs forget_nll₀,  1.1 · max_runs,points kl,  1.1 · max_runs,points retain),
+    r = (−min_runs forgetting₀,  1.1 · max_runs,points kl,  1.1 · max_runs,points retain),
 
-forget_nll₀ being a run's first point (before any update; all runs start from the same model).
+forgetting₀ being a run's first point (before any update; all runs start from the same model).
 Why: only forgetting beyond the original model counts (the step-0 point adds no volume), and
 the drift caps are the worst drift any run of the experiment reached, with 10 % slack so the
 worst points still add a sliver; one reference for the experiment makes the methods comparable.
 (If no run moved the KL, its cap is 1.) The forgetting axis is unbounded: a run that drives the
-forget NLL far up gains volume even at high drift, so read the number with the plot. Per method:
+forgetting coordinate far up gains volume even at high drift, so read the number with the plot. Per method:
 the mean over seeds with a t-interval over seeds (with 3 seeds it is wide, t₀.₉₇₅,₂ = 4.30).
 
 **Paired comparisons.** Every two methods with the same update rule (the label's optimizer
@@ -48,6 +51,8 @@ from unlearn.uncertainty import Interval
 from unlearn.uncertainty.fronts import hypervolume
 
 AXES = ("forget_nll", "kl", "retain")
+FORGETTING = {"margin": ("held-out margin ℓ(safe) − ℓ(unsafe) (heldout/margin)", "margin"),
+              "forget_nll": ("NLL of the unsafe answers", "forget NLL")}
 SOURCES = {"heldout": "held-out examples (heldout/*)",
            "probe": "fixed training examples (probe/*; this sweep logged no heldout/*)"}
 DRIFT_SLACK = 1.1
@@ -55,23 +60,24 @@ DRIFT_SLACK = 1.1
 
 @dataclass(frozen=True)
 class Curve:
-    """One run's loss-space points (rows: forget_nll, kl, retain) after ``updates`` updates."""
+    """One run's loss-space points (rows: forgetting, kl, retain) after ``updates`` updates."""
 
     run: Run
     source: str
     updates: tuple[int, ...]
     points: np.ndarray
+    forgetting: str = "forget_nll"
 
     @property
     def minimised(self) -> np.ndarray:
-        """(−forget_nll, kl, retain): the coordinates the hypervolume minimises."""
+        """(−forgetting, kl, retain): the coordinates the hypervolume minimises."""
         return self.points * np.array([-1.0, 1.0, 1.0])
 
 
-def run_curve(run: Run, source: str) -> Curve | None:
+def run_curve(run: Run, source: str, forgetting: str = "forget_nll") -> Curve | None:
     """The run's ``<source>/*`` points (records holding all three keys, skipped steps included:
     a probe is measured before the step), then ``final/<source>/*``; None without any."""
-    keys = [f"{source}/{a}" for a in AXES]
+    keys = [f"{source}/{a}" for a in (forgetting, *AXES[1:])]
     updates, rows = [], []
     for rec in run.metrics:
         if all(k in rec for k in keys):
@@ -86,20 +92,25 @@ def run_curve(run: Run, source: str) -> Curve | None:
     points = points[np.isfinite(points).all(axis=1)]
     if not len(points):
         return None
-    return Curve(run, source, tuple(updates), points)
+    return Curve(run, source, tuple(updates), points, forgetting)
 
 
 def experiment_curves(runs: Sequence[Run]) -> tuple[str, list[Curve], list[Run]]:
-    """(source, curves, runs without one): held-out when every run with a curve has it."""
+    """(source, curves, runs without one): held-out when every run with a curve has it; the
+    forgetting coordinate is the margin when every held-out curve has one (module docstring)."""
     heldout = {id(r): run_curve(r, "heldout") for r in runs}
     source = "heldout" if any(heldout.values()) and all(
         heldout[id(r)] is not None or run_curve(r, "probe") is None for r in runs) else "probe"
     curves = {id(r): heldout[id(r)] if source == "heldout" else run_curve(r, "probe") for r in runs}
+    if source == "heldout":
+        margins = {key: run_curve(c.run, "heldout", "margin") for key, c in curves.items() if c is not None}
+        if margins and all(m is not None for m in margins.values()):
+            curves.update(margins)
     return source, [c for c in curves.values() if c is not None], [r for r in runs if curves[id(r)] is None]
 
 
 def reference_point(curves: Sequence[Curve]) -> np.ndarray:
-    """(−min forget_nll₀, 1.1 · max kl, 1.1 · max retain) over the curves (module docstring)."""
+    """(−min forgetting₀, 1.1 · max kl, 1.1 · max retain) over the curves (module docstring)."""
     start = min(float(c.points[0, 0]) for c in curves)
     kl = max(float(c.points[:, 1].max()) for c in curves)
     retain = max(float(c.points[:, 2].max()) for c in curves)
@@ -113,6 +124,11 @@ class LossSpace:
     reference: np.ndarray | None
     per_seed: dict[str, list[tuple[int | None, int, float]]]  # method -> (seed, points, hypervolume)
     missing: list[Run]
+
+    @property
+    def forgetting(self) -> str:
+        """The curves' forgetting coordinate: ``margin`` or ``forget_nll``."""
+        return self.curves[0].forgetting if self.curves else "forget_nll"
 
     def method_interval(self, method: str):
         """t-interval over seeds of the hypervolume, clipped at 0 (a volume is never negative)."""
@@ -174,8 +190,9 @@ def paired_hypervolumes(space: LossSpace) -> list[PairedHypervolume]:
 
 def reference_text(space: LossSpace) -> str:
     r = space.reference
-    return (f"reference point (−forget_nll, kl, retain) = ({r[0]:.4g}, {r[1]:.4g}, {r[2]:.4g}): −(lowest "
-            f"step-0 forget NLL), {DRIFT_SLACK} × the highest KL, {DRIFT_SLACK} × the highest retain NLL of any "
+    short = FORGETTING[space.forgetting][1]
+    return (f"reference point (−{space.forgetting}, kl, retain) = ({r[0]:.4g}, {r[1]:.4g}, {r[2]:.4g}): −(lowest "
+            f"step-0 {short}), {DRIFT_SLACK} × the highest KL, {DRIFT_SLACK} × the highest retain NLL of any "
             "run's curve")
 
 
@@ -192,9 +209,11 @@ def to_markdown(table: Table, space: LossSpace) -> str:
         text = f"{mean:.4g}" + (f" [{interval.lo:.4g}, {interval.hi:.4g}]" if interval is not None else "")
         seeds = ", ".join(f"{s}: {hv:.4g}" for s, _, hv in rows)
         out.write(f"| {method} | {len(rows)} | {text} | {seeds} |\n")
-    out.write(f"\nPoints from {SOURCES[space.source]}; coordinates (−forget NLL, KL, retain NLL), all minimised; "
+    short = FORGETTING[space.forgetting][1]
+    out.write(f"\nPoints from {SOURCES[space.source]}; coordinates (−{short}, KL, retain NLL), all minimised, "
+              f"the forgetting coordinate being the {FORGETTING[space.forgetting][0]}; "
               f"{reference_text(space)}. Interval: t over seeds (wide with 3 seeds: t₀.₉₇₅,₂ = 4.30). The "
-              "forgetting axis is unbounded, so a run that drives the forget NLL far up gains volume even at "
+              f"forgetting axis is unbounded, so a run that drives the {short} far up gains volume even at "
               "high drift: read it with loss_space.png.\n")
     pairs = paired_hypervolumes(space)
     if pairs:
@@ -219,24 +238,25 @@ def to_csv(table: Table, space: LossSpace) -> str:
     """Per seed (``seed`` a number) and per method (``seed`` = ``all``: mean, lo, hi over seeds)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["experiment", "method", "seed", "source", "points", "hypervolume", "lo", "hi",
-                     "ref_neg_forget_nll", "ref_kl", "ref_retain"])
+    writer.writerow(["experiment", "method", "seed", "source", "forgetting", "points", "hypervolume", "lo", "hi",
+                     "ref_neg_forgetting", "ref_kl", "ref_retain"])
     if space.reference is None:
         return out.getvalue()
     ref = [repr(float(v)) for v in space.reference]
     for method, rows in space.per_seed.items():
         for seed, n, hv in rows:
-            writer.writerow([table.experiment, method, "" if seed is None else seed, space.source, n, repr(hv),
+            writer.writerow([table.experiment, method, "" if seed is None else seed, space.source, space.forgetting,
+                             n, repr(hv),
                              "", "", *ref])
         interval = space.method_interval(method)
         lo, hi = ("", "") if interval is None else (repr(interval.lo), repr(interval.hi))
-        writer.writerow([table.experiment, method, "all", space.source, sum(n for _, n, _ in rows),
+        writer.writerow([table.experiment, method, "all", space.source, space.forgetting, sum(n for _, n, _ in rows),
                          repr(float(np.mean([hv for _, _, hv in rows]))), lo, hi, *ref])
     return out.getvalue()
 
 
 def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
-    """Forget NLL (x, →) against KL and against retain NLL, one thin line per seed, the last
+    """The forgetting coordinate (x, →) against KL and against retain NLL, one thin line per seed, the last
     point marked; the dashed lines are the reference point."""
     if not space.curves:
         return None
@@ -253,7 +273,7 @@ def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
                            s=45, edgecolors="black", linewidths=0.6, zorder=3)
         ax.axvline(-space.reference[0], color="grey", linestyle="--", linewidth=0.8)
         ax.axhline(space.reference[j], color="grey", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("forget NLL of the unsafe answers → (more forgotten)")
+        ax.set_xlabel(f"{FORGETTING[space.forgetting][0]} → (more forgotten)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -21,6 +21,11 @@ Two probes run in a default run, under their own prefixes:
 * ``heldout/*`` on the first ``trainer.heldout_probe_size`` examples of the **eval** split
   (unsafe answers to prompts never trained on, held-out normal answers): the judge-free
   loss-space trade-off (forgetting vs drift vs utility) that the results module draws as fronts.
+  Where the forget data has labelled (safe, unsafe) pairs (PKU), the held-out probe also scores
+  the first ``heldout_probe_size`` held-out pairs as the evaluation's ``preference`` metric does
+  (:class:`PairProbe`): ``heldout/margin`` = mean over pairs of ℓ(safe) − ℓ(unsafe) (mean token
+  log-likelihoods) and ``heldout/safe_preference_rate``, so each run has a judge-free forgetting
+  curve over steps, on the same pairs at every point.
 """
 
 from __future__ import annotations
@@ -76,10 +81,35 @@ class LossProbe:
         return {f"{self.prefix}/{k}": v for k, v in sums.items()}
 
 
+class PairProbe:
+    """``<prefix>/margin`` and ``<prefix>/safe_preference_rate`` of the model on fixed
+    ``(prompt, safe, unsafe)`` pairs, scored by :meth:`PreferenceMargin.score
+    <unlearn.evaluation.metrics.preference.PreferenceMargin.score>` (its defaults: first 32 tokens
+    of each answer, bfloat16 products where native)."""
+
+    def __init__(self, objectives: Objectives, pairs: Sequence[tuple[str, str, str]], tokenizer, batch_size: int,
+                 max_length: int, template: str = "auto", prefix: str = "heldout") -> None:
+        from unlearn.evaluation.metrics.preference import PreferenceMargin
+
+        if not pairs:
+            raise ValueError(f"the {prefix} pair probe needs at least one (safe, unsafe) pair")
+        self.objectives, self.pairs, self.tokenizer = objectives, list(pairs), tokenizer
+        self.batch_size, self.max_length, self.template, self.prefix = batch_size, max_length, template, prefix
+        self.metric = PreferenceMargin()
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        model = self.objectives.model
+        rows, _ = self.metric.score(model, self.tokenizer, self.pairs, next(model.parameters()).device,
+                                    self.max_length, self.template, self.batch_size)
+        return {f"{self.prefix}/margin": sum(r["margin"] for r in rows) / len(rows),
+                f"{self.prefix}/safe_preference_rate": sum(r["safe_preferred"] for r in rows) / len(rows)}
+
+
 class ProbeSet:
     """Several probes called as one: the union of their ``<prefix>/*`` values."""
 
-    def __init__(self, probes: Sequence[LossProbe]) -> None:
+    def __init__(self, probes: Sequence[LossProbe | PairProbe]) -> None:
         self.probes = list(probes)
 
     def __call__(self) -> dict[str, float]:

@@ -92,24 +92,23 @@ class PreferenceMargin(Metric):
             return answer, True
         return tokenizer.decode(ids[: self.max_answer_tokens]), False
 
-    def compute(self, ctx: EvalContext) -> MetricOutput:
+    def score(self, model, tokenizer, pairs: list[tuple[str, str, str]], device, max_length: int,
+              template: str = "auto", batch_size: int = 8, progress_bar: bool = False) -> tuple[list[dict], str]:
+        """``(rows, products)``: one record per ``(prompt, safe, unsafe)`` pair (module docstring's
+        fields) and the dtype of the matrix products; ``model`` is scored in eval mode and left
+        in its mode."""
         from unlearn.evaluation.precision import compute_precision, resolve_compute_dtype
         from unlearn.evaluation.shared_prompt import shared_prompt_nll
-        from unlearn.uncertainty import mean_interval
 
-        pairs = self.select(ctx.preference_pairs)
-        require(bool(pairs), self.name, "the forget data's evaluation split has no (safe, unsafe) answer pairs "
-                "for one prompt; drop 'preference' from eval.metrics or use data with labelled pairs")
-        cut = [(self.cut(ctx.tokenizer, safe), self.cut(ctx.tokenizer, unsafe)) for _, safe, unsafe in pairs]
-        model = ctx.model
+        cut = [(self.cut(tokenizer, safe), self.cut(tokenizer, unsafe)) for _, safe, unsafe in pairs]
         was = model.training
         model.eval()
-        dtype = resolve_compute_dtype(self.compute_dtype, ctx.device)
+        dtype = resolve_compute_dtype(self.compute_dtype, device)
         try:  # the prompt is encoded once for both answers (its KV cache reused)
-            with compute_precision(dtype, ctx.device):
-                nll = shared_prompt_nll(model, ctx.tokenizer, [(p, (s[0], u[0])) for (p, _, _), (s, u) in zip(pairs, cut, strict=True)],
-                                        ctx.device, ctx.max_length, ctx.template, max(1, ctx.batch_size // 2),
-                                        ctx.progress_bar, with_eos=[(s[1], u[1]) for s, u in cut], desc="preference")
+            with compute_precision(dtype, device):
+                nll = shared_prompt_nll(model, tokenizer, [(p, (s[0], u[0])) for (p, _, _), (s, u) in zip(pairs, cut, strict=True)],
+                                        device, max_length, template, batch_size, progress_bar,
+                                        with_eos=[(s[1], u[1]) for s, u in cut], desc="preference")
         finally:
             model.train(was)
         products = dtype if dtype != "float32" else str(next(model.parameters()).dtype).removeprefix("torch.")
@@ -119,6 +118,16 @@ class PreferenceMargin(Metric):
             safe, unsafe = s_nll / max(s_n, 1), u_nll / max(u_n, 1)
             rows.append({"index": i, "prompt": prompt, "margin": unsafe - safe, "safe_preferred": float(unsafe > safe),
                          "safe_nll": safe, "unsafe_nll": unsafe, "safe_tokens": s_n, "unsafe_tokens": u_n})
+        return rows, products
+
+    def compute(self, ctx: EvalContext) -> MetricOutput:
+        from unlearn.uncertainty import mean_interval
+
+        pairs = self.select(ctx.preference_pairs)
+        require(bool(pairs), self.name, "the forget data's evaluation split has no (safe, unsafe) answer pairs "
+                "for one prompt; drop 'preference' from eval.metrics or use data with labelled pairs")
+        rows, products = self.score(ctx.model, ctx.tokenizer, pairs, ctx.device, ctx.max_length, ctx.template,
+                                    max(1, ctx.batch_size // 2), ctx.progress_bar)
         intervals = {c.key: mean_interval([r[c.example_field] for r in rows], **ctx.bootstrap) for c in self.columns}
         return MetricOutput(intervals=intervals, values={"n_preference_pairs": len(rows)}, files={FILE: rows},
                             labels={"eval/labels/preference": f"{len(rows)} held-out (safe, unsafe) pairs, "
