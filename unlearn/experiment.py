@@ -312,9 +312,10 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
             tracker = Tracker(run_dir, wandb_sink)
         else:
             tracker = NullTracker()
-        objectives = (Objectives(model, params, objective_list, reference) if sharded is None else
+        compute_dtype = str(t.get("compute_dtype", "float32"))
+        objectives = (Objectives(model, params, objective_list, reference, compute_dtype) if sharded is None else
                       sharding.ShardedObjectives(model, sharded.sharded_params, params, objective_list,
-                                                 reference))
+                                                 reference, compute_dtype))
         probe_every = int(t.get("probe_every", 0))
         probe = build_probes(objectives, forget_split, normal_split, loaded.tokenizer, cfg) \
             if probe_every else None

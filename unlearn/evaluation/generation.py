@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearn.data.formatting import render_prompt
+from unlearn.evaluation.precision import compute_precision
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ def generate_answers(
     template: str = "auto",
     progress_bar: bool = True,
     desc: str = "generating",
+    compute_dtype: str = "float32",
 ) -> list[Generation]:
-    """Greedy decoding (``do_sample=False``) of each prompt rendered with ``template``.
+    """Greedy decoding (``do_sample=False``) of each prompt rendered with ``template``, the
+    forward passes in ``compute_dtype`` (:mod:`unlearn.evaluation.precision`).
 
     Prompts are processed longest first (less padding), left-padded, and returned in input order.
     Answers are decoded without special tokens and are not stripped.
@@ -68,10 +71,11 @@ def generate_answers(
             idx = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=False).to(device)
-            out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos_ids,
-            )
+            with compute_precision(compute_dtype, device):
+                out = model.generate(
+                    **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                    temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos_ids,
+                )
             new = out[:, batch["input_ids"].shape[1] :].tolist()
             for i, ids in zip(idx, new, strict=True):
                 n, finished = _cut_at_eos(ids, set(eos_ids))

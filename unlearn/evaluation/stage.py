@@ -141,7 +141,8 @@ def evaluate_context(ctx: EvalContext, metrics: Sequence[Metric]
     out: dict[str, float] = {}
     if any(m.needs_answers for m in metrics):
         ctx.generations = generate_answers(ctx.model, ctx.tokenizer, ctx.prompts, ctx.max_new_tokens,
-                                           ctx.batch_size, ctx.template, ctx.progress_bar)
+                                           ctx.batch_size, ctx.template, ctx.progress_bar,
+                                           compute_dtype=ctx.compute_dtype)
         out["n_prompts"] = len(ctx.generations)
     records = [g.to_dict() for g in ctx.generations]
     files: dict[str, list[dict[str, Any]]] = {}

@@ -65,6 +65,9 @@ class Objectives:
 
     ``reference`` is a context-manager factory that yields a callable returning reference
     logits: a frozen copy of the model, or the LoRA model with its adapter disabled.
+    ``compute_dtype``: ``float32`` runs the forward passes as loaded; ``bfloat16`` runs them under
+    ``torch.autocast`` (mixed precision: weights, gradients and losses stay in the loaded dtype,
+    the logits are cast to float32 before every loss; :mod:`unlearn.evaluation.precision`).
     """
 
     def __init__(
@@ -73,7 +76,13 @@ class Objectives:
         params: Sequence[torch.Tensor],
         objectives: Sequence[Objective],
         reference: Callable[[], AbstractContextManager[Callable[..., torch.Tensor]]],
+        compute_dtype: str = "float32",
     ) -> None:
+        from unlearn.evaluation.precision import COMPUTE_DTYPES
+
+        if compute_dtype not in COMPUTE_DTYPES[1:]:
+            raise ValueError(f"trainer.compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         objectives = list(objectives)
         names = [o.name for o in objectives]
         if not objectives:
@@ -99,14 +108,23 @@ class Objectives:
         """The data sources the objectives read, in order of first use."""
         return tuple(dict.fromkeys(o.data for o in self.objectives))
 
+    def precision(self, batch: dict[str, torch.Tensor]) -> AbstractContextManager:
+        """The context of a forward pass in ``compute_dtype``."""
+        from unlearn.evaluation.precision import compute_precision
+
+        return compute_precision(self.compute_dtype, batch["input_ids"].device)
+
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The trained model's logits (with autograd when grad mode is on)."""
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with self.precision(batch):
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return logits if self.compute_dtype == "float32" else logits.float()
 
     def reference_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The frozen reference model's logits (never tracked by autograd)."""
-        with torch.no_grad(), self.reference() as ref:
-            return ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        with torch.no_grad(), self.reference() as ref, self.precision(batch):
+            logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return logits if self.compute_dtype == "float32" else logits.float()
 
     def _of(self, data: str) -> list[tuple[int, Objective]]:
         return [(i, o) for i, o in enumerate(self.objectives) if o.data == data]

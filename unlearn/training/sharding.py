@@ -144,8 +144,8 @@ class ShardedObjectives(Objectives):
     Each objective's gradient is one ``backward()``; its local shard is taken out of ``.grad``."""
 
     def __init__(self, model, sharded_params: Sequence[torch.Tensor], params, objectives,
-                 reference) -> None:
-        super().__init__(model, params, objectives, reference)
+                 reference, compute_dtype: str = "float32") -> None:
+        super().__init__(model, params, objectives, reference, compute_dtype)
         self.sharded_params = list(sharded_params)
 
     def _grad(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor]:

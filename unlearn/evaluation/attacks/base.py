@@ -53,7 +53,7 @@ class AttackContext(DecodingSettings):
         if len(shown) != len(prompts):
             raise ValueError(f"{len(shown)} shown prompts for {len(prompts)} prompts")
         gens = generate_answers(model, self.tokenizer, shown, self.max_new_tokens, self.batch_size,
-                                self.template, self.progress_bar, desc=desc)
+                                self.template, self.progress_bar, desc=desc, compute_dtype=self.compute_dtype)
         verdicts = self.judge.judge(list(prompts), [g.answer for g in gens])
         records = [{"prompt": p, "shown_prompt": g.prompt, "answer": g.answer, "n_tokens": g.n_tokens,
                     "finished": g.finished, "harmful": v.harmful, "judge_score": v.score, "judge_rule": v.rule}
