@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 DATA_DIR ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup data data-check run test bench paper-tables robustness clean
+.PHONY: setup data data-check run test bench paper-tables safe-answers robustness clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,13 @@ JOB_THREADS ?= $(if $(filter local_parallel joblib,$(LAUNCHER)),1,2)
 SWEEP_ARGS ?=
 paper-tables: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep paper_embedded \
+		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
+
+# Safe-answer objective (conf/experiment/safe_answers.yaml): MOLLM's objectives with and without
+# cross-entropy on the safe answers, under each aggregator, 5 seeds, likelihood-only evaluation;
+# tables and plots in results/safe_answers/.
+safe-answers: setup
+	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep safe_answers \
 		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
 
 # Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 15

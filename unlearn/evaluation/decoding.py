@@ -19,8 +19,8 @@ BOOTSTRAP = {"n_boot": 2000, "level": 0.95, "seed": 0}  # per-run intervals over
 class DecodingSettings:
     """``template``/``max_length``: the dataset's prompt format and token cut; ``max_new_tokens``:
     greedy answer length; ``batch_size``: generation and scoring batches; ``compute_dtype``:
-    ``float32`` or ``bfloat16`` (greedy decoding under autocast,
-    :mod:`unlearn.evaluation.precision`); ``bootstrap``: the percentile bootstrap of every
+    ``float32`` or ``bfloat16`` (greedy decoding and the fluency and utility likelihoods under
+    autocast, :mod:`unlearn.evaluation.precision`); ``bootstrap``: the percentile bootstrap of every
     per-run interval."""
 
     template: str = "auto"

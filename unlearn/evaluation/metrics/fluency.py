@@ -20,9 +20,10 @@ class Fluency(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         from unlearn.evaluation import perplexity
+        from unlearn.evaluation.precision import compute_precision
 
         ref = ctx.reference
-        with ref.use() as ref_logits:
+        with ref.use() as ref_logits, compute_precision(ctx.compute_dtype, ref.device):
             nll = perplexity.answer_nll(
                 ref_logits, ref.tokenizer, list(zip(ctx.prompts, ctx.answers, strict=True)), ref.device,
                 max_length=ctx.max_length + ctx.max_new_tokens + 8, template=ctx.template,

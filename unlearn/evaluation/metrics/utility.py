@@ -22,13 +22,15 @@ class Utility(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         from unlearn.evaluation.perplexity import answer_nll, model_logits_fn, utility_intervals
+        from unlearn.evaluation.precision import compute_precision
 
         model = ctx.model
         was = model.training
         model.eval()
         try:
-            nll = answer_nll(model_logits_fn(model), ctx.tokenizer, ctx.normal_pairs, ctx.device, ctx.max_length,
-                             ctx.template, ctx.batch_size, ctx.progress_bar, desc="utility")
+            with compute_precision(ctx.compute_dtype, ctx.device):
+                nll = answer_nll(model_logits_fn(model), ctx.tokenizer, ctx.normal_pairs, ctx.device, ctx.max_length,
+                                 ctx.template, ctx.batch_size, ctx.progress_bar, desc="utility")
         finally:
             model.train(was)
         rows = [{"index": i, "prompt": p, "nll": n, "n_tokens": k}
