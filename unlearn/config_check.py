@@ -95,6 +95,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("trainer.heldout_probe_size", _int_min(0), "an integer ≥ 0 (0: no heldout/*)", "32"),
     ("trainer.lora", _bool, "true or false", "true"),
     ("trainer.track_update", _bool, "true or false", "true"),
+    ("trainer.update_chunk_mb", _num_range(0, lo_open=True), "a number of MiB > 0", "256"),
     ("trainer.strategy", _one_of("single", "ddp", "fsdp"), "one of single, ddp, fsdp", "single"),
     ("trainer.fsdp.mixed_precision", _one_of("none", "bf16", "fp16"), "one of none, bf16, fp16", "none"),
     ("trainer.fsdp.reshard_after_forward", _bool, "true or false", "true"),

@@ -7,7 +7,9 @@ else 1; b_w = bytes per weight in ``model.dtype``; m objectives)::
     reference       P · b_w / R           full fine-tuning (a frozen copy); 0 with LoRA (adapter off)
     gradients       m · P_t · b_g / R     one per objective (b_g = 4 under fsdp's fp32 reduce)
     direction       P_t · max(b_w, 4) / R d in fp32 (track_update keeps the g_i; else d reuses g_1) + p.grad
-    update snapshot P_t · b_w / R         θ_before (track_update)
+    update snapshot min(P_t·b_w/R, max(C, V·h·b_w/R))  θ_before of one chunk of parameters (track_update;
+                                          C = trainer.update_chunk_mb in bytes, V·h the
+                                          embedding, the largest parameter; LoRA: P_t at most)
     optimizer       k · P_t · b_w / R     k = 2 (AdamW, MetricAdam), 1 (SGD with momentum), 0 (SGD)
     gathered layers 2 · P_layer · b_c     fsdp: the layer being computed and the one prefetched
     activations     L · T · a_l · b_c     T = batch · max_length tokens of the larger source;
@@ -142,6 +144,7 @@ class Setting:
     objectives: int
     optimizer_states: int
     track_update: bool
+    update_chunk_bytes: float
     gradient_checkpointing: bool
     strategy: str
     world_size: int
@@ -166,8 +169,16 @@ class Setting:
         return cls(architecture(model), weight, compute, bool(t.get("lora", False)),
                    int(lora_cfg.get("r", 8)), tuple(lora_cfg.get("target_modules", ["q_proj", "v_proj"])),
                    m, states, bool(t.get("track_update", True)),
+                   float(t.get("update_chunk_mb", 256)) * 2**20,
                    bool(t.get("gradient_checkpointing", False)), strategy, max(1, world_size),
                    batch * max_length)
+
+
+def update_snapshot_bytes(s: Setting, trainable: float, shards: int) -> float:
+    """θ_before of the largest chunk a rank steps at once (module docstring): chunks count the
+    rank's own bytes, so the cap C is not divided by the shards."""
+    largest = trainable if s.lora else s.arch.vocab_size * s.arch.hidden_size
+    return min(trainable * s.weight_bytes / shards, max(s.update_chunk_bytes, largest * s.weight_bytes / shards))
 
 
 def estimate(s: Setting, gpu: bool = True) -> dict[str, float]:
@@ -188,7 +199,7 @@ def estimate(s: Setting, gpu: bool = True) -> dict[str, float]:
         "reference": 0.0 if s.lora else P * s.weight_bytes / R,
         "gradients": s.objectives * Pt * grad_bytes / R,
         "direction": Pt * ((wide + s.weight_bytes) if s.track_update else s.weight_bytes) / R,
-        "update_snapshot": Pt * s.weight_bytes / R if s.track_update else 0.0,
+        "update_snapshot": update_snapshot_bytes(s, Pt, R) if s.track_update else 0.0,
         "optimizer": s.optimizer_states * Pt * s.weight_bytes / R,
         "gathered_layers": 2.0 * a.layer_params * s.compute_bytes if R > 1 else 0.0,
         "activations": float(acts),
