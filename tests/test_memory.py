@@ -48,8 +48,13 @@ def test_the_parts_follow_the_options(make_config) -> None:
     assert lora["trainable_params"] == 13_631_488  # the H200 check's 13.6 M adapter parameters
     assert lora["reference"] == 0 and lora["gradients"] < 2e-3 * full["gradients"]
     sharded = estimate(replace(s, strategy="fsdp", world_size=8))
-    for part in ("weights", "reference", "gradients", "optimizer", "update_snapshot"):
+    for part in ("weights", "reference", "gradients", "optimizer"):
         assert sharded[part] == pytest.approx(full[part] / 8)
+    # θ_before of one chunk: the embedding (the largest parameter) alone, or its shard within a
+    # 256 MiB chunk; never the whole model
+    assert full["update_snapshot"] == pytest.approx(128_256 * 4096 * 2)
+    assert sharded["update_snapshot"] == pytest.approx(256 * 2**20)
+    assert lora["update_snapshot"] == pytest.approx(13_631_488 * 2)
     assert sharded["activations"] == full["activations"]  # activations are per rank, not sharded
     assert estimate(replace(s, gradient_checkpointing=True))["activations"] < full["activations"] / 5
     assert estimate(replace(s, track_update=False))["update_snapshot"] == 0
