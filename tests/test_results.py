@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import REPO
 from unlearn.results import cli
 from unlearn.results.collect import collect_runs, group_by_experiment, load_run
 from unlearn.results.comparisons import comparisons
 from unlearn.results.comparisons import to_csv as compare_csv
 from unlearn.results.comparisons import to_markdown as compare_markdown
+from unlearn.results.comparisons import write_comparisons
 from unlearn.results.loss_space import loss_space, write_loss_space
 from unlearn.results.loss_space import to_markdown as to_hv_markdown
 from unlearn.results.plots import descent_violations, pareto_front, probe_series, write_plots
@@ -44,6 +46,7 @@ def make_run(root: Path, experiment: str | None, method: str, seed: int, status:
              after: dict | None = None, steps: int = 4, descent: list[dict] | None = None,
              logger_mode: str = "disabled", torn: bool = False) -> Path:
     loss, agg = method.split("+")
+    agg, _, optimizer = agg.partition("[")  # "dual[sgd]": the sgd option file's optimizer
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "grid.json").exists() and not root.name.startswith("."):
         (root / "grid.json").write_text(json.dumps(GRID))
@@ -57,6 +60,9 @@ def make_run(root: Path, experiment: str | None, method: str, seed: int, status:
                           "optimizer": {"lr": 5e-5}},
               "dataset": {"max_length": 128}, "eval": {"n_prompts": 48, "max_new_tokens": 64},
               "logger": {"mode": logger_mode, "project": "unlearn-test"}}
+    if optimizer:
+        config["trainer"]["optimizer"] = yaml.safe_load((REPO / "conf" / "optimizer" / f"{optimizer.rstrip(']')}.yaml")
+                                                        .read_text())
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     choices = {"experiment": experiment} if experiment else {"experiment": None}
     (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
@@ -689,6 +695,32 @@ def test_cli_writes_paired_and_hypervolume_files(planted: Path, tmp_path: Path, 
         assert (out / "e" / name).is_file(), name
     printed = capsys.readouterr().out
     assert "differences against uce+dual" in printed and "reference point" in printed
+
+
+def test_each_update_rule_is_compared_with_its_own_dual_row(tmp_path: Path) -> None:
+    """Methods under SGD are compared with uce+dual[sgd] in their own section (beside the
+    comparison of every method with the reference and with the original model)."""
+    rng = np.random.default_rng(3)
+    flags = {"uce+dual": 0.1, "uce+mgda": 0.1, "uce+dual[sgd]": 0.1, "uce+mgda[sgd]": 0.6}
+    for seed in range(3):
+        for method, rate in flags.items():
+            make_recorded_run(tmp_path / "s", method, seed, rng.random(N_PROMPTS) < rate, rng.random(N_PROMPTS) * 0.1,
+                              4.0 + rng.random(N_PROMPTS))
+    table = build_table("e", collect_runs([tmp_path / "s"]))
+    from unlearn.results.comparisons import within_update_rules
+
+    local = within_update_rules(table, "uce+dual")
+    assert list(local) == ["uce+dual[sgd]"]
+    assert {c.method for c in local["uce+dual[sgd]"]} == {"uce+mgda[sgd]"}
+    harm = next(c for c in local["uce+dual[sgd]"] if c.metric == "harmful_rate")
+    assert harm.interval.lo > 0.3  # mgda[sgd] is flagged about 0.5 more often: resolved
+    files = write_comparisons(table, tmp_path / "out", "uce+dual")
+    md = files["paired_md"].read_text()
+    assert md.index("differences against uce+dual\n") < md.index("differences against uce+dual[sgd]") \
+        < md.index("differences against original")
+    rows = list(csv.DictReader(files["paired_csv"].open()))
+    assert {r["reference"] for r in rows} == {"uce+dual", "uce+dual[sgd]", "original"}
+    assert {r["method"] for r in rows if r["reference"] == "uce+dual[sgd]"} == {"uce+mgda[sgd]"}
 
 
 def test_intervals_never_leave_the_values_a_metric_can_take() -> None:

@@ -299,21 +299,43 @@ def to_csv(table: Table, found: Sequence[Comparison], reference: str = REFERENCE
     return out.getvalue()
 
 
+def within_update_rules(table: Table, reference: str = REFERENCE,
+                        settings: Bootstrap | None = None) -> dict[str, list[Comparison]]:
+    """For each update rule other than the reference's (the label's optimizer bracket, e.g.
+    ``[sgd]``) whose grid has the reference's method under it (``uce+dual[sgd]``): every other
+    method of that rule against it, keyed by that local reference."""
+    from unlearn.results.loss_space import update_rule
+
+    settings = settings or table.bootstrap
+    base = reference[: len(reference) - len(update_rule(reference))]
+    methods = [r.method for r in table.rows if r.method != ORIGINAL]
+    out: dict[str, list[Comparison]] = {}
+    for rule in dict.fromkeys(update_rule(m) for m in methods):
+        local = base + rule
+        if rule == update_rule(reference) or not table.method_runs(local):
+            continue
+        out[local] = [compare(table, m, local, k, settings) for m in methods
+                      if update_rule(m) == rule and m != local for k in compared(table)]
+    return out
+
+
 def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -> dict[str, Path]:
-    """``paired_differences.md`` and ``.csv`` in ``out_dir``."""
+    """``paired_differences.md`` and ``.csv`` in ``out_dir``: every method against ``reference``,
+    then within each other update rule against the reference's method under it
+    (:func:`within_update_rules`), then every method against the original model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = comparisons(table, reference)
-    original = against_original(table)
+    sections = [(reference, comparisons(table, reference)), *within_update_rules(table, reference).items(),
+                (ORIGINAL, against_original(table))]
     files = {"paired_md": out_dir / "paired_differences.md", "paired_csv": out_dir / "paired_differences.csv"}
-    markdown = to_markdown(table, found, reference)
-    if original:
-        markdown += "\n" + to_markdown(table, original, ORIGINAL)
+    markdown = "\n".join(to_markdown(table, found, ref) for k, (ref, found) in enumerate(sections)
+                         if k == 0 or found)
+    csv_text = "".join(to_csv(table, found, ref) if k == 0 else to_csv(table, found, ref).split("\n", 1)[1]
+                       for k, (ref, found) in enumerate(sections) if k == 0 or found)
     files["paired_md"].write_text(markdown, encoding="utf-8")
-    files["paired_csv"].write_text(to_csv(table, found, reference)
-                                   + to_csv(table, original, ORIGINAL).split("\n", 1)[1], encoding="utf-8")
+    files["paired_csv"].write_text(csv_text, encoding="utf-8")
     return files
 
 
 __all__ = ["REFERENCE", "against_original", "column", "compared", "Comparison", "compare", "comparisons", "majority_flags", "reading",
-           "to_csv", "to_markdown", "welch_interval", "write_comparisons"]
+           "to_csv", "to_markdown", "welch_interval", "within_update_rules", "write_comparisons"]
