@@ -17,7 +17,8 @@ runs per row; the answer is exact on the ladder, not between its rungs.
         --out docs/results/lr_rule/rates.json
 
 Runs go to outputs/lr_rule/<row>/lr<rate>/; a finished run is not redone, an interrupted one is
-moved to ``lr<rate>.interrupted-<n>`` and run again.
+moved to ``lr<rate>.interrupted-<n>`` and run again. An existing ``--out`` of the same experiment
+and overrides keeps its bound and its finished rows (a stopped search continues where it was).
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def main(argv: list[str] | None = None) -> None:
 
     reference = None
     bound = args.bound
+    done: dict = {}
+    if Path(args.out).is_file():  # a search stopped part-way: its bound and finished rows are kept
+        saved = json.loads(Path(args.out).read_text())
+        if saved.get("experiment") == args.experiment and saved.get("overrides") == args.overrides and (
+                bound is None or bound == saved.get("bound")):
+            bound, reference, done = saved["bound"], saved.get("reference"), saved.get("rows", {})
+            print(f"resuming {args.out}: bound {bound:.4g}, {len(done)} row(s) done", flush=True)
     if bound is None:
         lr0 = float(compose_config(f"experiment={args.experiment}").trainer.optimizer.lr)
         reference = {"row": DEFAULT_ROW, "lr": lr0, "summary": run(DEFAULT_ROW, lr0, args)}
@@ -124,8 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bound: probe KL of {DEFAULT_ROW} at lr {lr0:g} = {bound:.4g}", flush=True)
     result = {"experiment": args.experiment, "rule": "largest r0*2^k with final/probe/kl <= bound and finite losses",
               "bound": bound, "reference": reference and {"row": reference["row"], "lr": reference["lr"]},
-              "overrides": args.overrides, "rows": {}}
+              "overrides": args.overrides, "rows": dict(done)}
     for row in args.rows:
+        if row in done:
+            continue
         tried: dict[float, dict] = {}
 
         def ok(lr: float) -> bool:

@@ -1,0 +1,51 @@
+"""experiments/lr_rule.py without training: the ladder search and a stopped search continuing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))  # lr_rule imports the shared harness
+spec = importlib.util.spec_from_file_location("lr_rule", EXPERIMENTS / "lr_rule.py")
+lr_rule = importlib.util.module_from_spec(spec)
+sys.modules["lr_rule"] = lr_rule
+spec.loader.exec_module(lr_rule)
+
+
+def test_ladder_search_finds_the_largest_passing_rung() -> None:
+    tried = []
+
+    def below(limit):
+        def ok(rate):
+            tried.append(rate)
+            return rate <= limit
+        return ok
+
+    assert lr_rule.ladder_search(1e-2, below(3e-2)) == 2e-2 and tried == [1e-2, 2e-2, 4e-2]
+    tried.clear()
+    assert lr_rule.ladder_search(1e-2, below(3e-3)) == 2.5e-3 and tried == [1e-2, 5e-3, 2.5e-3]
+    assert lr_rule.ladder_search(1e-2, below(0.0), max_tries=3) is None
+
+
+def test_a_stopped_search_keeps_its_bound_and_rows(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "rates.json"
+    out.write_text(json.dumps({"experiment": "paper_embedded", "bound": 0.2, "overrides": [],
+                               "reference": {"row": "loss=uce aggregator=dual", "lr": 5e-5},
+                               "rows": {"loss=uce aggregator=mgda": {"start": 5e-5, "chosen_lr": 1e-4, "tried": {}}}}))
+    runs = []
+
+    def fake_run(row, lr, args):
+        runs.append((row, lr))
+        return {"status": "completed", "final/probe/kl": 0.1 if lr <= 1e-2 else 0.5}
+
+    monkeypatch.setattr(lr_rule, "run", fake_run)
+    monkeypatch.setattr(lr_rule, "optimizer_default_lr", lambda row: 1e-2)
+    lr_rule.main(["--rows", "loss=uce aggregator=mgda", "loss=uce aggregator=dual optimizer=sgd",
+                  "--out", str(out), "--runs", str(tmp_path / "runs")])
+    assert [row for row, _ in runs] == ["loss=uce aggregator=dual optimizer=sgd"] * 2  # the done row is kept
+    saved = json.loads(out.read_text())
+    assert saved["bound"] == 0.2 and saved["rows"]["loss=uce aggregator=mgda"]["chosen_lr"] == 1e-4
+    assert saved["rows"]["loss=uce aggregator=dual optimizer=sgd"]["chosen_lr"] == 1e-2
