@@ -87,7 +87,7 @@ def main() -> None:
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "preference_margin": margins}
     if args.compare_dtype:
-        from unlearn.evaluation.precision import resolve_compute_dtype
+        from unlearn.models.precision import resolve_compute_dtype
 
         moved = [abs(a - b) for a, b in zip(per_pair["preference"], per_pair["preference_float32"], strict=True)]
         result["default_compute_dtype"] = resolve_compute_dtype(metrics["preference"].compute_dtype, ctx.device)

@@ -105,7 +105,7 @@ def test_bfloat16_products_move_margins_by_rounding_only(make_config, data_dir: 
     ``auto`` follows the hardware; the label names the products; an unknown value names the options."""
     from hydra.utils import instantiate
 
-    from unlearn.evaluation.precision import resolve_compute_dtype
+    from unlearn.models.precision import resolve_compute_dtype
 
     loaded = instantiate(make_config("model=tiny_random").model)
     pairs = stage_mod.preference_pairs(load_pku_saferlhf(str(data_dir)).eval)

@@ -119,9 +119,13 @@ def build_probes(objectives: Objectives, forget_split, normal_split, tokenizer, 
     if heldout_size:
         probes.append(LossProbe(objectives, forget_examples(forget_split.eval), normal_split.eval, tokenizer,
                                 size=heldout_size, prefix="heldout", **shape))
-        pairs = PreferenceMargin().select(preference_pairs(forget_split.eval))[:heldout_size]
+        metric = PreferenceMargin()
+        pairs = metric.select(preference_pairs(forget_split.eval))[:heldout_size]
         if pairs:  # labelled (safe, unsafe) pairs: the judge-free margin at every probe point
-            probes.append(PairProbe(objectives, pairs, tokenizer, prefix="heldout", **shape))
+            def score(model, pairs=pairs):
+                return metric.score(model, tokenizer, pairs, next(model.parameters()).device, **shape)[0]
+
+            probes.append(PairProbe(objectives, score, prefix="heldout"))
     return ProbeSet(probes)
 
 

@@ -20,7 +20,7 @@ class DecodingSettings:
     """``template``/``max_length``: the dataset's prompt format and token cut; ``max_new_tokens``:
     greedy answer length; ``batch_size``: generation and scoring batches; ``compute_dtype``:
     ``float32`` or ``bfloat16`` (greedy decoding and the fluency and utility likelihoods under
-    autocast, :mod:`unlearn.evaluation.precision`); ``bootstrap``: the percentile bootstrap of every
+    autocast, :mod:`unlearn.models.precision`); ``bootstrap``: the percentile bootstrap of every
     per-run interval."""
 
     template: str = "auto"

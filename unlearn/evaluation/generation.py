@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearn.data.formatting import render_prompt
-from unlearn.evaluation.precision import compute_precision
+from unlearn.models.precision import compute_precision
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def generate_answers(
     compute_dtype: str = "float32",
 ) -> list[Generation]:
     """Greedy decoding (``do_sample=False``) of each prompt rendered with ``template``, the
-    forward passes in ``compute_dtype`` (:mod:`unlearn.evaluation.precision`).
+    forward passes in ``compute_dtype`` (:mod:`unlearn.models.precision`).
 
     Prompts are processed longest first (less padding), left-padded, and returned in input order.
     Answers are decoded without special tokens and are not stripped.

@@ -67,7 +67,7 @@ class Objectives:
     logits: a frozen copy of the model, or the LoRA model with its adapter disabled.
     ``compute_dtype``: ``float32`` runs the forward passes as loaded; ``bfloat16`` runs them under
     ``torch.autocast`` (mixed precision: weights, gradients and losses stay in the loaded dtype,
-    the logits are cast to float32 before every loss; :mod:`unlearn.evaluation.precision`).
+    the logits are cast to float32 before every loss; :mod:`unlearn.models.precision`).
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class Objectives:
         reference: Callable[[], AbstractContextManager[Callable[..., torch.Tensor]]],
         compute_dtype: str = "float32",
     ) -> None:
-        from unlearn.evaluation.precision import COMPUTE_DTYPES
+        from unlearn.models.precision import COMPUTE_DTYPES
 
         if compute_dtype not in COMPUTE_DTYPES[1:]:
             raise ValueError(f"trainer.compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
@@ -110,7 +110,7 @@ class Objectives:
 
     def precision(self, batch: dict[str, torch.Tensor]) -> AbstractContextManager:
         """The context of a forward pass in ``compute_dtype``."""
-        from unlearn.evaluation.precision import compute_precision
+        from unlearn.models.precision import compute_precision
 
         return compute_precision(self.compute_dtype, batch["input_ids"].device)
 

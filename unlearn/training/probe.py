@@ -30,7 +30,7 @@ Two probes run in a default run, under their own prefixes:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -83,25 +83,20 @@ class LossProbe:
 
 class PairProbe:
     """``<prefix>/margin`` and ``<prefix>/safe_preference_rate`` of the model on fixed
-    ``(prompt, safe, unsafe)`` pairs, scored by :meth:`PreferenceMargin.score
-    <unlearn.evaluation.metrics.preference.PreferenceMargin.score>` (its defaults: first 32 tokens
-    of each answer, bfloat16 products where native)."""
+    ``(prompt, safe, unsafe)`` pairs. ``score(model)`` gives one record per pair with ``margin``
+    and ``safe_preferred`` (the run passes :meth:`PreferenceMargin.score
+    <unlearn.evaluation.metrics.preference.PreferenceMargin.score>` on its pairs, so the probe
+    measures what the evaluation's ``preference`` metric does)."""
 
-    def __init__(self, objectives: Objectives, pairs: Sequence[tuple[str, str, str]], tokenizer, batch_size: int,
-                 max_length: int, template: str = "auto", prefix: str = "heldout") -> None:
-        from unlearn.evaluation.metrics.preference import PreferenceMargin
-
-        if not pairs:
-            raise ValueError(f"the {prefix} pair probe needs at least one (safe, unsafe) pair")
-        self.objectives, self.pairs, self.tokenizer = objectives, list(pairs), tokenizer
-        self.batch_size, self.max_length, self.template, self.prefix = batch_size, max_length, template, prefix
-        self.metric = PreferenceMargin()
+    def __init__(self, objectives: Objectives, score: Callable[[torch.nn.Module], list[dict]],
+                 prefix: str = "heldout") -> None:
+        self.objectives, self.score, self.prefix = objectives, score, prefix
 
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
-        model = self.objectives.model
-        rows, _ = self.metric.score(model, self.tokenizer, self.pairs, next(model.parameters()).device,
-                                    self.max_length, self.template, self.batch_size)
+        rows = self.score(self.objectives.model)
+        if not rows:
+            raise ValueError(f"the {self.prefix} pair probe scored no pair")
         return {f"{self.prefix}/margin": sum(r["margin"] for r in rows) / len(rows),
                 f"{self.prefix}/safe_preference_rate": sum(r["safe_preferred"] for r in rows) / len(rows)}
 

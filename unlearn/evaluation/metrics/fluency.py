@@ -20,7 +20,7 @@ class Fluency(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         from unlearn.evaluation import perplexity
-        from unlearn.evaluation.precision import compute_precision
+        from unlearn.models.precision import compute_precision
 
         ref = ctx.reference
         with ref.use() as ref_logits, compute_precision(ctx.compute_dtype, ref.device):

@@ -41,7 +41,7 @@ class PreferenceMargin(Metric):
 
     ``pairs_per_prompt``: the first N pairs of each prompt (PKU has ~5 per prompt; one keeps the
     prompts equally weighted and the cost low); ``max_pairs``: at most this many pairs (None: all);
-    ``compute_dtype``: ``auto``, ``float32`` or ``bfloat16`` (:mod:`unlearn.evaluation.precision`)."""
+    ``compute_dtype``: ``auto``, ``float32`` or ``bfloat16`` (:mod:`unlearn.models.precision`)."""
 
     name = "preference"
     needs_answers = False
@@ -57,7 +57,7 @@ class PreferenceMargin(Metric):
 
     def __init__(self, pairs_per_prompt: int | None = 1, max_pairs: int | None = None,
                  max_answer_tokens: int | None = 32, compute_dtype: str = "auto") -> None:
-        from unlearn.evaluation.precision import COMPUTE_DTYPES
+        from unlearn.models.precision import COMPUTE_DTYPES
 
         require(compute_dtype in COMPUTE_DTYPES, self.name,
                 f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
@@ -97,7 +97,7 @@ class PreferenceMargin(Metric):
         """``(rows, products)``: one record per ``(prompt, safe, unsafe)`` pair (module docstring's
         fields) and the dtype of the matrix products; ``model`` is scored in eval mode and left
         in its mode."""
-        from unlearn.evaluation.precision import compute_precision, resolve_compute_dtype
+        from unlearn.models.precision import compute_precision, resolve_compute_dtype
         from unlearn.evaluation.shared_prompt import shared_prompt_nll
 
         cut = [(self.cut(tokenizer, safe), self.cut(tokenizer, unsafe)) for _, safe, unsafe in pairs]

@@ -22,7 +22,7 @@ class Utility(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         from unlearn.evaluation.perplexity import answer_nll, model_logits_fn, utility_intervals
-        from unlearn.evaluation.precision import compute_precision
+        from unlearn.models.precision import compute_precision
 
         model = ctx.model
         was = model.training
