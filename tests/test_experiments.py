@@ -31,7 +31,10 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
 AGGREGATORS = sorted(p.stem for p in (CONF / "aggregator").glob("*.yaml"))
 YAO = "ga,mismatch,kl+weighted_sum(weights=0.5,1,1)"  # Yao et al. 2023's recipe, at their weights
-PAPER_METHODS = ["ga+weighted_sum(weights=0.5,1,1)", YAO, "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum"]
+FAITHFUL = [f"uce+{a}{rule}" for rule in ("[sgd]", "[metric_adam,preconditioned]")
+            for a in ("weighted_sum", "mgda", "dual")]  # the update rules that keep the guarantee
+PAPER_METHODS = ["ga+weighted_sum(weights=0.5,1,1)", YAO, "uce+weighted_sum", "uce+mgda", "uce+dual", "npo+weighted_sum",
+                 *FAITHFUL]
 SAFE = "uce,kl,retain,safe"  # MOLLM's objectives and cross-entropy on the safe answers
 SAFE_ANSWERS_METHODS = ["uce+weighted_sum", "uce+mgda", "uce+dual", f"{SAFE}+weighted_sum(weights=1,1,1,1)",
                         f"{SAFE}+mgda", f"{SAFE}+dual"]
@@ -285,7 +288,7 @@ def test_a_new_forget_loss_joins_the_paper_grid_with_one_module_one_yaml_one_wor
     (ext / "halved_loss.py").write_text(HALVED_LOSS)                                   # one module
     (ext / "loss" / "halved_uce.yaml").write_text("_target_: halved_loss.HalvedUCE\nscale: 0.5\n")  # one YAML
     paper = (CONF / "grid" / "paper.yaml").read_text()
-    edited = paper.replace('{loss: "uce", aggregator', '{loss: "uce,halved_uce", aggregator')
+    edited = paper.replace('{loss: "uce", aggregator', '{loss: "uce,halved_uce", aggregator', 1)
     (ext / "grid" / "paper_halved.yaml").write_text(edited)                            # one word
     added = [t for t in difflib.ndiff(paper.replace(",", " ").split(), edited.replace(",", " ").split())
              if t[0] in "+-"]
@@ -297,7 +300,7 @@ def test_a_new_forget_loss_joins_the_paper_grid_with_one_module_one_yaml_one_wor
     _, jobs = sweep.plan("paper_embedded", overrides)
     labels = [j.label for j in jobs]
     assert labels == [*PAPER_METHODS[:5], "halved_uce+weighted_sum", "halved_uce+mgda", "halved_uce+dual",
-                      PAPER_METHODS[5]]
+                      *PAPER_METHODS[5:]]
     job = next(j for j in jobs if j.label == "halved_uce+dual")
     root = out / "sweeps" / "paper_embedded"
     assert job.run_dir == root / "halved_uce+dual" / "seed=0"
