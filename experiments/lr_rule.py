@@ -14,7 +14,7 @@ runs per row; the answer is exact on the ladder, not between its rungs.
 
     UNLEARN_DATA_DIR=../shared/data python experiments/lr_rule.py \\
         --rows "loss=uce aggregator=weighted_sum optimizer=sgd" "loss=uce aggregator=dual optimizer=sgd" \\
-        --out docs/results/lr_rule/rates.json
+        --out docs/results/lr_rule/rates_bfloat16_a.json
 
 Runs go to outputs/lr_rule/<row>/lr<rate>/; a finished run is not redone, an interrupted one is
 moved to ``lr<rate>.interrupted-<n>`` and run again. An existing ``--out`` of the same experiment
