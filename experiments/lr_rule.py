@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def slug(overrides: str) -> str:
     """A folder name for a set of overrides (Hydra's grammar forbids '=' in a run dir override)."""
-    return re.sub(r"[^\w.+,-]+", "_", overrides.replace("=", "-")).strip("_")
+    return re.sub(r"[^\w.+-]+", "_", overrides.replace("=", "-")).strip("_")  # no ',': Hydra reads it as a sweep
 DEFAULT_ROW = "loss=uce aggregator=dual"
 PROBE = ["eval.enabled=false", "trainer.probe_size=16", "trainer.heldout_probe_size=0", "trainer.save_model=false",
          "logger=disabled", "seed=0"]
@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads(Path(args.out).read_text())
         if saved.get("experiment") == args.experiment and saved.get("overrides") == args.overrides and (
                 bound is None or bound == saved.get("bound")):
-            bound, reference, done = saved["bound"], saved.get("reference"), saved.get("rows", {})
+            bound, reference = saved["bound"], saved.get("reference")
+            done = {row: found for row, found in saved.get("rows", {}).items()  # rows whose runs all ran
+                    if found.get("tried") is not None and all(t.get("status") == "completed"
+                                                               for t in found["tried"].values())}
             print(f"resuming {args.out}: bound {bound:.4g}, {len(done)} row(s) done", flush=True)
     if bound is None:
         lr0 = float(compose_config(f"experiment={args.experiment}").trainer.optimizer.lr)

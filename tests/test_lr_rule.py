@@ -15,6 +15,10 @@ sys.modules["lr_rule"] = lr_rule
 spec.loader.exec_module(lr_rule)
 
 
+def test_run_dir_names_have_no_comma() -> None:
+    assert "," not in lr_rule.slug("loss=ga aggregator.weights=[0.5,1.0,1.0]")
+
+
 def test_ladder_search_finds_the_largest_passing_rung() -> None:
     tried = []
 
@@ -34,7 +38,10 @@ def test_a_stopped_search_keeps_its_bound_and_rows(tmp_path: Path, monkeypatch) 
     out = tmp_path / "rates.json"
     out.write_text(json.dumps({"experiment": "paper_embedded", "bound": 0.2, "overrides": [],
                                "reference": {"row": "loss=uce aggregator=dual", "lr": 5e-5},
-                               "rows": {"loss=uce aggregator=mgda": {"start": 5e-5, "chosen_lr": 1e-4, "tried": {}}}}))
+                               "rows": {"loss=uce aggregator=mgda": {"start": 5e-5, "chosen_lr": 1e-4, "tried": {
+                                   "0.0001": {"status": "completed"}}},
+                                        "loss=ga aggregator=weighted_sum": {"start": 5e-5, "chosen_lr": None, "tried": {
+                                            "5e-05": {"status": "missing"}}}}}))
     runs = []
 
     def fake_run(row, lr, args):
@@ -44,8 +51,9 @@ def test_a_stopped_search_keeps_its_bound_and_rows(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(lr_rule, "run", fake_run)
     monkeypatch.setattr(lr_rule, "optimizer_default_lr", lambda row: 1e-2)
     lr_rule.main(["--rows", "loss=uce aggregator=mgda", "loss=uce aggregator=dual optimizer=sgd",
-                  "--out", str(out), "--runs", str(tmp_path / "runs")])
-    assert [row for row, _ in runs] == ["loss=uce aggregator=dual optimizer=sgd"] * 2  # the done row is kept
+                  "loss=ga aggregator=weighted_sum", "--out", str(out), "--runs", str(tmp_path / "runs")])
+    # the done row is kept; the row whose runs failed to start is searched again
+    assert [row for row, _ in runs] == ["loss=uce aggregator=dual optimizer=sgd"] * 2 + ["loss=ga aggregator=weighted_sum"] * 2
     saved = json.loads(out.read_text())
     assert saved["bound"] == 0.2 and saved["rows"]["loss=uce aggregator=mgda"]["chosen_lr"] == 1e-4
     assert saved["rows"]["loss=uce aggregator=dual optimizer=sgd"]["chosen_lr"] == 1e-2
