@@ -60,7 +60,7 @@ from unlearn.training.recompute import enable_gradient_checkpointing
 from unlearn.training.reference import adapter_disabled_reference, frozen_copy_reference
 from unlearn.training.resources import peak_memory_bytes
 from unlearn.training.sharded_checkpoint import ShardedCheckpoints
-from unlearn.training.trainer import UnlearningTrainer
+from unlearn.training.trainer import UPDATE_CHUNK_BYTES, UnlearningTrainer
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
             sync=(sharding.ShardedSync() if fsdp else GradientSync() if ranks.distributed else None),
             probe=probe if main or fsdp else None, probe_every=probe_every,  # fsdp: a collective
             track_update=bool(t.get("track_update", True)),
-            update_chunk_bytes=int(float(t.get("update_chunk_mb", 256)) * 2**20),
+            update_chunk_bytes=int(float(t.get("update_chunk_mb", UPDATE_CHUNK_BYTES / 2**20)) * 2**20),
             aggregation_metric=str(t.get("aggregation_metric", "euclidean")),
             stop_requested=stop,
         )

@@ -325,13 +325,13 @@ def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -
     (:func:`within_update_rules`), then every method against the original model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [(reference, comparisons(table, reference)), *within_update_rules(table, reference).items(),
-                (ORIGINAL, against_original(table))]
+    others = [(ref, found) for ref, found in [*within_update_rules(table, reference).items(),
+                                              (ORIGINAL, against_original(table))] if found]
+    sections = [(reference, comparisons(table, reference)), *others]  # the first even when empty
     files = {"paired_md": out_dir / "paired_differences.md", "paired_csv": out_dir / "paired_differences.csv"}
-    markdown = "\n".join(to_markdown(table, found, ref) for k, (ref, found) in enumerate(sections)
-                         if k == 0 or found)
+    markdown = "\n".join(to_markdown(table, found, ref) for ref, found in sections)
     csv_text = "".join(to_csv(table, found, ref) if k == 0 else to_csv(table, found, ref).split("\n", 1)[1]
-                       for k, (ref, found) in enumerate(sections) if k == 0 or found)
+                       for k, (ref, found) in enumerate(sections))  # one header
     files["paired_md"].write_text(markdown, encoding="utf-8")
     files["paired_csv"].write_text(csv_text, encoding="utf-8")
     return files

@@ -99,9 +99,10 @@ def experiment_curves(runs: Sequence[Run]) -> tuple[str, list[Curve], list[Run]]
     """(source, curves, runs without one): held-out when every run with a curve has it; the
     forgetting coordinate is the margin when every held-out curve has one (module docstring)."""
     heldout = {id(r): run_curve(r, "heldout") for r in runs}
+    probe = {id(r): run_curve(r, "probe") for r in runs}
     source = "heldout" if any(heldout.values()) and all(
-        heldout[id(r)] is not None or run_curve(r, "probe") is None for r in runs) else "probe"
-    curves = {id(r): heldout[id(r)] if source == "heldout" else run_curve(r, "probe") for r in runs}
+        heldout[id(r)] is not None or probe[id(r)] is None for r in runs) else "probe"
+    curves = heldout if source == "heldout" else probe
     if source == "heldout":
         margins = {key: run_curve(c.run, "heldout", "margin") for key, c in curves.items() if c is not None}
         if margins and all(m is not None for m in margins.values()):

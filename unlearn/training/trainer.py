@@ -173,7 +173,8 @@ class UnlearningTrainer:
         # one-script baseline); grad_norm/* and descent/* are then not logged.
         self.track_gradients = track_gradients
         self._workspace = GramianWorkspace()  # reused across steps: no fresh stacking buffers
-        self._buffers: dict[str, list[torch.Tensor] | None] = {}  # d and θ_before (track_update)
+        self._direction: list[torch.Tensor] | None = None  # d, kept past the step (track_update)
+        self._before: dict[torch.dtype, torch.Tensor] = {}  # θ_before of a chunk, one buffer per dtype
         self.sync = sync  # data parallel: mean of losses and gradients over the ranks
         # probe/* (losses on fixed training batches) at the start of every probe_every-th step
         self.probe = probe if probe_every > 0 else None
@@ -373,10 +374,10 @@ class UnlearningTrainer:
         """Wide buffers for d when the gradients must survive the step (reused, no page faults)."""
         if not self.track_update:
             return None
-        if self._buffers.get("direction") is None:
-            self._buffers["direction"] = [
+        if self._direction is None:
+            self._direction = [
                 torch.empty_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for p in self.params]
-        return self._buffers["direction"]
+        return self._direction
 
     def update_chunks(self) -> list[list[int]]:
         """Consecutive parameter indices, each chunk at most ``update_chunk_bytes`` (or one
@@ -401,11 +402,10 @@ class UnlearningTrainer:
         views, offsets = [], dict.fromkeys(need, 0)
         for k in chunk:
             p = self.params[k].detach()
-            key = f"before/{p.dtype}"
-            buffer = self._buffers.get(key)
-            if buffer is None or buffer[0].numel() < need[p.dtype] or buffer[0].device != p.device:
-                buffer = self._buffers[key] = [torch.empty(need[p.dtype], dtype=p.dtype, device=p.device)]
-            view = buffer[0][offsets[p.dtype]: offsets[p.dtype] + p.numel()].view_as(p)
+            buffer = self._before.get(p.dtype)
+            if buffer is None or buffer.numel() < need[p.dtype] or buffer.device != p.device:
+                buffer = self._before[p.dtype] = torch.empty(need[p.dtype], dtype=p.dtype, device=p.device)
+            view = buffer[offsets[p.dtype]: offsets[p.dtype] + p.numel()].view_as(p)
             offsets[p.dtype] += p.numel()
             views.append(view.copy_(p))
         return views
@@ -413,8 +413,7 @@ class UnlearningTrainer:
     def _tracked_step(self, grads: Grads, grad_norm: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The optimizer step, chunk by chunk (module docstring), and the (m+1)×(m+1) products of
         [g_1 … g_m, u] summed over the chunks (and the ranks); also the seconds spent stepping."""
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grads_with_norm_(self.params, self.max_grad_norm, grad_norm)
+        self._clip(grad_norm)
         held = [p.grad for p in self.params]
         products, step_time = None, 0.0
         try:
@@ -434,9 +433,7 @@ class UnlearningTrainer:
         finally:
             for p, g in zip(self.params, held, strict=True):
                 p.grad = g
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._end_step()
         return self._reduce_products(products)[0], step_time
 
     def _update_record(self, products: torch.Tensor, weights: torch.Tensor, gramian: torch.Tensor
@@ -457,13 +454,21 @@ class UnlearningTrainer:
         out["update_norm"] = math.sqrt(u_sq)
         return out
 
-    def _optimizer_step(self, grad_norm: torch.Tensor) -> None:
+    def _clip(self, grad_norm: torch.Tensor) -> None:
+        """Scale the gradients to ``max_grad_norm`` when ‖d‖ (``grad_norm``) exceeds it."""
         if self.max_grad_norm:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.max_grad_norm, grad_norm)
-        self.optimizer.step()
+
+    def _end_step(self) -> None:
+        """After the optimizer's update: the schedule advances and the gradients are dropped."""
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _optimizer_step(self, grad_norm: torch.Tensor) -> None:
+        self._clip(grad_norm)
+        self.optimizer.step()
+        self._end_step()
 
     def _one_backward_step(self, record: dict[str, float], t_start: float) -> dict[str, float]:
         """Fixed weights c: ``.grad = ∇ Σ_i c_i L_i`` from one backward pass per micro-batch."""
