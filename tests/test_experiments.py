@@ -85,6 +85,8 @@ def test_paper_embedded_settings_fit_the_cpu_budget(data_dir: Path) -> None:
     assert cfg.model._target_.endswith("load_smollm2") and cfg.trainer.lora is False
     assert cfg.judge._target_.endswith("build_embedded_judge") and cfg.scorer._target_.endswith("OfflineScorer")
     assert cfg.trainer.save_model is True and cfg.trainer.checkpoint_every == 0  # models for make robustness
+    assert compose_config(["experiment=paper_embedded", "seed=1"], data_dir).trainer.save_model is False  # disk
+    assert compose_config(["experiment=safe_answers"], data_dir).trainer.save_model is False
     assert cfg.dataset.max_length <= 128 and cfg.eval.enabled
     assert cfg.eval.n_prompts >= 200 and cfg.eval.max_new_tokens <= 64  # resolves 0.10 in harmful rate
     assert cfg.trainer.heldout_probe_size > 0 and cfg.trainer.probe_every > 0  # the loss-space curves
