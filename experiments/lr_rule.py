@@ -12,6 +12,11 @@ is generated or judged, and the evaluation stage is off.
 Search: from r₀, double while the rule holds (or halve until it does), at most ``--max-tries``
 runs per row; the answer is exact on the ladder, not between its rungs.
 
+**No rung passes.** Where every rung tried drifts past the bound (the probe KL need not fall with
+the rate: a retain objective fits the same TruthfulQA answers the probe reads at any rate), the
+row gets the tried rung with the smallest probe KL, the nearest the ladder comes to the rule, and
+the result says so (``"chosen_by": "smallest probe KL: no rung passes"``); r₀ if no run finished.
+
     UNLEARN_DATA_DIR=../shared/data python experiments/lr_rule.py \\
         --rows "loss=uce aggregator=weighted_sum optimizer=sgd" "loss=uce aggregator=dual optimizer=sgd" \\
         --out docs/results/lr_rule/rates_bfloat16_a.json
@@ -75,6 +80,17 @@ def ladder_search(start: float, ok: Callable[[float], bool], max_tries: int = 5)
     return None
 
 
+def choose(start: float, found: float | None, kls: dict[float, float | None]) -> tuple[float, str]:
+    """The row's rate and how the rule reached it: the ladder's answer or, where no rung passed,
+    the tried rate with the smallest finite probe KL (``kls``: rate → KL), else r₀."""
+    if found is not None:
+        return found, "largest passing rung"
+    finite = {lr: kl for lr, kl in kls.items() if isinstance(kl, int | float) and math.isfinite(kl)}
+    if not finite:
+        return start, "r0: no rung finished"
+    return min(finite, key=finite.get), "smallest probe KL: no rung passes"
+
+
 def run(row: str, lr: float, args: argparse.Namespace) -> dict:
     run_dir = Path(args.runs) / slug(row) / f"lr{lr:.3g}"
     summary = run_dir / "summary.json"
@@ -133,9 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(bound, int | float) or not math.isfinite(bound):
             raise SystemExit(f"the default row did not give a probe KL (see {args.runs}); pass --bound")
         print(f"bound: probe KL of {DEFAULT_ROW} at lr {lr0:g} = {bound:.4g}", flush=True)
-    result = {"experiment": args.experiment, "rule": "largest r0*2^k with final/probe/kl <= bound and finite losses",
+    result = {"experiment": args.experiment, "rule": "largest r0*2^k with final/probe/kl <= bound and finite losses; the smallest KL tried where none passes",
               "bound": bound, "reference": reference and {"row": reference["row"], "lr": reference["lr"]},
               "overrides": args.overrides, "rows": dict(done)}
+    for found in result["rows"].values():  # rows saved before the no-rung case had a rule
+        if found.get("chosen_lr") is None and "chosen_by" not in found:
+            found["chosen_lr"], found["chosen_by"] = choose(found["start"], None, {
+                float(lr): t.get("final/probe/kl") for lr, t in found.get("tried", {}).items()})
     for row in args.rows:
         if row in done:
             continue
@@ -147,8 +167,9 @@ def main(argv: list[str] | None = None) -> None:
             return passes(summary, bound)
 
         start = optimizer_default_lr(row)
-        chosen = ladder_search(start, ok, args.max_tries)
-        result["rows"][row] = {"start": start, "chosen_lr": chosen, "tried": {f"{k:.3g}": v for k, v in sorted(tried.items())}}
+        found = ladder_search(start, ok, args.max_tries)
+        chosen, chosen_by = choose(start, found, {lr: t["final/probe/kl"] for lr, t in tried.items()})
+        result["rows"][row] = {"start": start, "chosen_lr": chosen, "chosen_by": chosen_by, "tried": {f"{k:.3g}": v for k, v in sorted(tried.items())}}
         kls = ", ".join(f"{k:.3g}: KL {v['final/probe/kl']}" for k, v in sorted(tried.items()))
         print(f"{row}: lr {chosen} (tried {kls})", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # after every row: a stopped search keeps its rows

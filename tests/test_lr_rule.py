@@ -34,6 +34,14 @@ def test_ladder_search_finds_the_largest_passing_rung() -> None:
     assert lr_rule.ladder_search(1e-2, below(0.0), max_tries=3) is None
 
 
+def test_a_row_where_no_rung_passes_gets_the_smallest_probe_kl_and_says_so() -> None:
+    assert lr_rule.choose(5e-5, 2.5e-5, {}) == (2.5e-5, "largest passing rung")
+    kls = {5e-5: 0.33, 2.5e-5: 0.28, 1.25e-5: 0.24, 6.25e-6: 0.29, 3e-6: float("nan")}
+    rate, how = lr_rule.choose(5e-5, None, kls)
+    assert rate == 1.25e-5 and how.startswith("smallest probe KL")
+    assert lr_rule.choose(5e-5, None, {5e-5: None}) == (5e-5, "r0: no rung finished")
+
+
 def test_a_stopped_search_keeps_its_bound_and_rows(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "rates.json"
     out.write_text(json.dumps({"experiment": "paper_embedded", "bound": 0.2, "overrides": [],
