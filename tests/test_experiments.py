@@ -290,7 +290,7 @@ def test_a_new_forget_loss_joins_the_paper_grid_with_one_module_one_yaml_one_wor
     (ext / "halved_loss.py").write_text(HALVED_LOSS)                                   # one module
     (ext / "loss" / "halved_uce.yaml").write_text("_target_: halved_loss.HalvedUCE\nscale: 0.5\n")  # one YAML
     paper = (CONF / "grid" / "paper.yaml").read_text()
-    edited = paper.replace('{loss: "uce", aggregator', '{loss: "uce,halved_uce", aggregator', 1)
+    edited = paper.replace('{loss: "uce", aggregator: "mgda,dual"', '{loss: "uce,halved_uce", aggregator: "mgda,dual"', 1)
     (ext / "grid" / "paper_halved.yaml").write_text(edited)                            # one word
     added = [t for t in difflib.ndiff(paper.replace(",", " ").split(), edited.replace(",", " ").split())
              if t[0] in "+-"]
@@ -301,8 +301,7 @@ def test_a_new_forget_loss_joins_the_paper_grid_with_one_module_one_yaml_one_wor
                  f"data_dir={data_dir}", "seed=0"]
     _, jobs = sweep.plan("paper_embedded", overrides)
     labels = [j.label for j in jobs]
-    assert labels == [*PAPER_METHODS[:5], "halved_uce+weighted_sum", "halved_uce+mgda", "halved_uce+dual",
-                      *PAPER_METHODS[5:]]
+    assert labels == [*PAPER_METHODS[:5], "halved_uce+mgda", "halved_uce+dual", *PAPER_METHODS[5:]]
     job = next(j for j in jobs if j.label == "halved_uce+dual")
     root = out / "sweeps" / "paper_embedded"
     assert job.run_dir == root / "halved_uce+dual" / "seed=0"
