@@ -723,6 +723,35 @@ def test_each_update_rule_is_compared_with_its_own_dual_row(tmp_path: Path) -> N
     assert {r["method"] for r in rows if r["reference"] == "uce+dual[sgd]"} == {"uce+mgda[sgd]"}
 
 
+def test_other_objectives_are_compared_under_each_aggregator(tmp_path: Path) -> None:
+    """X+agg is compared with uce+agg (the reference's losses) for every other aggregator agg,
+    its settings ignored, in a section per local reference; under the reference's own
+    aggregator the main section has it."""
+    from unlearn.results.comparisons import aggregator_key, within_aggregators
+
+    assert aggregator_key("uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)") == "weighted_sum"
+    assert aggregator_key("ga+mgda[sgd]") == "mgda[sgd]"
+    rng = np.random.default_rng(4)
+    flags = {"uce+dual": 0.1, "uce+weighted_sum": 0.1, "uce+mgda": 0.1, "ga+dual": 0.1,
+             "ga+weighted_sum": 0.6, "ga+mgda": 0.1}
+    for seed in range(3):
+        for method, rate in flags.items():
+            make_recorded_run(tmp_path / "s", method, seed, rng.random(N_PROMPTS) < rate, rng.random(N_PROMPTS) * 0.1,
+                              4.0 + rng.random(N_PROMPTS))
+    table = build_table("e", collect_runs([tmp_path / "s"]))
+    local = within_aggregators(table, "uce+dual")
+    assert set(local) == {"uce+weighted_sum", "uce+mgda"}
+    assert {c.method for c in local["uce+weighted_sum"]} == {"ga+weighted_sum"}
+    assert {c.method for c in local["uce+mgda"]} == {"ga+mgda"}
+    harm = next(c for c in local["uce+weighted_sum"] if c.metric == "harmful_rate")
+    assert harm.interval.lo > 0.3  # flagged about 0.5 more often: resolved
+    mgda = next(c for c in local["uce+mgda"] if c.metric == "harmful_rate")
+    assert mgda.interval.lo < 0 < mgda.interval.hi  # the same rate: not resolved
+    md = write_comparisons(table, tmp_path / "out", "uce+dual")["paired_md"].read_text()
+    assert md.index("differences against uce+dual\n") < md.index("differences against uce+weighted_sum") \
+        < md.index("differences against original")
+
+
 def test_intervals_never_leave_the_values_a_metric_can_take() -> None:
     """Two seeds far apart give t_{1} = 12.7 × se: the raw interval reaches below 0 (a rate) or
     below the smallest perplexity; the tables clip it to the range of the values."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,13 +320,40 @@ def within_update_rules(table: Table, reference: str = REFERENCE,
     return out
 
 
+def aggregator_key(method: str) -> str:
+    """The label's aggregator and update rule without its settings: ``weighted_sum`` for
+    ``uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)``, ``mgda[sgd]`` for ``ga+mgda[sgd]``."""
+    return re.sub(r"\([^)]*\)", "", method.split("+", 1)[-1])
+
+
+def within_aggregators(table: Table, reference: str = REFERENCE,
+                       settings: Bootstrap | None = None) -> dict[str, list[Comparison]]:
+    """For each aggregator (and update rule) other than the reference's: every method with
+    other losses or objectives under it against the reference's losses under it, e.g.
+    ``uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)`` − ``uce+weighted_sum``, keyed by that
+    local reference (what changing the objectives does, one aggregator at a time)."""
+    settings = settings or table.bootstrap
+    prefix = reference.split("+", 1)[0]
+    methods = [r.method for r in table.rows if r.method != ORIGINAL]
+    out: dict[str, list[Comparison]] = {}
+    for method in methods:
+        local = next((m for m in methods if m.split("+", 1)[0] == prefix
+                      and aggregator_key(m) == aggregator_key(method)), None)
+        if local is None or local in (method, reference) or method.split("+", 1)[0] == prefix:
+            continue
+        out.setdefault(local, []).extend(compare(table, method, local, k, settings) for k in compared(table))
+    return out
+
+
 def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -> dict[str, Path]:
     """``paired_differences.md`` and ``.csv`` in ``out_dir``: every method against ``reference``,
     then within each other update rule against the reference's method under it
-    (:func:`within_update_rules`), then every method against the original model."""
+    (:func:`within_update_rules`), then other objectives under each other aggregator against the
+    reference's (:func:`within_aggregators`), then every method against the original model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     others = [(ref, found) for ref, found in [*within_update_rules(table, reference).items(),
+                                              *within_aggregators(table, reference).items(),
                                               (ORIGINAL, against_original(table))] if found]
     sections = [(reference, comparisons(table, reference)), *others]  # the first even when empty
     files = {"paired_md": out_dir / "paired_differences.md", "paired_csv": out_dir / "paired_differences.csv"}
@@ -338,4 +366,5 @@ def write_comparisons(table: Table, out_dir: Path, reference: str = REFERENCE) -
 
 
 __all__ = ["REFERENCE", "against_original", "column", "compared", "Comparison", "compare", "comparisons", "majority_flags", "reading",
-           "to_csv", "to_markdown", "welch_interval", "within_update_rules", "write_comparisons"]
+           "to_csv", "to_markdown", "welch_interval", "within_aggregators", "within_update_rules",
+           "write_comparisons", "aggregator_key"]
