@@ -76,4 +76,8 @@ TINY = [
     "trainer.save_model=false",
     "logger.mode=disabled",
     "eval.enabled=false",  # the evaluation stage has its own tests (tests/test_eval_*.py)
+    # the probes run in every test run, on 2 examples (and 2 pairs) instead of 16 and 32: with the
+    # tiny model's 49k-token vocabulary the default probes cost ~25 s of a ~30 s run
+    "trainer.probe_size=2",
+    "trainer.heldout_probe_size=2",
 ]

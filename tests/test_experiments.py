@@ -210,7 +210,7 @@ TINY_SWEEP = [
     "dataset.max_length=64", "logger.mode=disabled", "threads=1",
     "eval.n_prompts=3", "eval.max_new_tokens=4", "eval.utility_max_examples=4", "eval.batch_size=4",
     "judge.features=tfidf", "judge.C=[1.0]", "judge.progress_bar=false", "scorer.progress_bar=false",
-    "seed=0",
+    "trainer.probe_size=2", "trainer.heldout_probe_size=2", "seed=0",
 ]
 # two rows of the paper grid, as a plain override (what a user passes to run a subset)
 TWO_ROWS = "grid.rows=[{loss:uce,aggregator:dual},{loss:ga,aggregator:weighted_sum}]"
