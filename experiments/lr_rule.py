@@ -152,10 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     result = {"experiment": args.experiment, "rule": "largest r0*2^k with final/probe/kl <= bound and finite losses; the smallest KL tried where none passes",
               "bound": bound, "reference": reference and {"row": reference["row"], "lr": reference["lr"]},
               "overrides": args.overrides, "rows": dict(done)}
-    for found in result["rows"].values():  # rows saved before the no-rung case had a rule
-        if found.get("chosen_lr") is None and "chosen_by" not in found:
-            found["chosen_lr"], found["chosen_by"] = choose(found["start"], None, {
-                float(lr): t.get("final/probe/kl") for lr, t in found.get("tried", {}).items()})
     for row in args.rows:
         if row in done:
             continue

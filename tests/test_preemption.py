@@ -12,10 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
+from conftest import REPO, TINY, TINY_MULTIRUN
 
 from unlearn.checkpoint import CheckpointManager
 from unlearn.evaluation.metrics import Metric, MetricOutput
@@ -38,9 +39,9 @@ class PausingMetric(Metric):
         return MetricOutput()
 
 
-def tiny(*extra: str, steps: int = 6) -> list[str]:
-    base = [o for o in TINY if not o.startswith("trainer.max_steps")]
-    return [*base, f"trainer.max_steps={steps}", "threads=1", *extra]
+def tiny(*extra: str, steps: int = 6, base: Sequence[str] = TINY) -> list[str]:
+    kept = [o for o in base if not o.startswith("trainer.max_steps")]
+    return [*kept, f"trainer.max_steps={steps}", "threads=1", *extra]
 
 
 def environment(data_dir: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -186,9 +187,7 @@ def test_submitit_job_requeues_itself_and_resumes(data_dir: Path, tmp_path: Path
     which requeues it with the same arguments; the requeued job resumes in the same run dir."""
     psutil = pytest.importorskip("psutil")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    # Hydra names the job dir after its overrides (at most 255 characters): the probes go off here
-    overrides = [o for o in tiny("trainer.checkpoint_every=100", "trainer.probe_every=0", steps=4)
-                 if not o.startswith(("trainer.probe_size", "trainer.heldout_probe_size"))]
+    overrides = tiny("trainer.checkpoint_every=100", steps=4, base=TINY_MULTIRUN)
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "unlearn.run", "-m", *overrides, "hydra/launcher=submitit_local",
            "hydra.launcher.timeout_min=60", f"hydra.sweep.dir={sweep}"]

@@ -697,16 +697,22 @@ def test_cli_writes_paired_and_hypervolume_files(planted: Path, tmp_path: Path, 
     assert "differences against uce+dual" in printed and "reference point" in printed
 
 
+def flagged_table(root: Path, rates: dict[str, float], seed: int, seeds: int = 3):
+    """The table of recorded runs of each method at ``seeds`` seeds, each prompt flagged harmful
+    with the method's rate (toxicity and fluency random alike for all)."""
+    rng = np.random.default_rng(seed)
+    for s in range(seeds):
+        for method, rate in rates.items():
+            make_recorded_run(root, method, s, rng.random(N_PROMPTS) < rate, rng.random(N_PROMPTS) * 0.1,
+                              4.0 + rng.random(N_PROMPTS))
+    return build_table("e", collect_runs([root]))
+
+
 def test_each_update_rule_is_compared_with_its_own_dual_row(tmp_path: Path) -> None:
     """Methods under SGD are compared with uce+dual[sgd] in their own section (beside the
     comparison of every method with the reference and with the original model)."""
-    rng = np.random.default_rng(3)
-    flags = {"uce+dual": 0.1, "uce+mgda": 0.1, "uce+dual[sgd]": 0.1, "uce+mgda[sgd]": 0.6}
-    for seed in range(3):
-        for method, rate in flags.items():
-            make_recorded_run(tmp_path / "s", method, seed, rng.random(N_PROMPTS) < rate, rng.random(N_PROMPTS) * 0.1,
-                              4.0 + rng.random(N_PROMPTS))
-    table = build_table("e", collect_runs([tmp_path / "s"]))
+    table = flagged_table(tmp_path / "s", {"uce+dual": 0.1, "uce+mgda": 0.1, "uce+dual[sgd]": 0.1,
+                                           "uce+mgda[sgd]": 0.6}, seed=3)
     from unlearn.results.comparisons import within_update_rules
 
     local = within_update_rules(table, "uce+dual")
@@ -731,14 +737,8 @@ def test_other_objectives_are_compared_under_each_aggregator(tmp_path: Path) -> 
 
     assert aggregator_key("uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)") == "weighted_sum"
     assert aggregator_key("ga+mgda[sgd]") == "mgda[sgd]"
-    rng = np.random.default_rng(4)
-    flags = {"uce+dual": 0.1, "uce+weighted_sum": 0.1, "uce+mgda": 0.1, "ga+dual": 0.1,
-             "ga+weighted_sum": 0.6, "ga+mgda": 0.1}
-    for seed in range(3):
-        for method, rate in flags.items():
-            make_recorded_run(tmp_path / "s", method, seed, rng.random(N_PROMPTS) < rate, rng.random(N_PROMPTS) * 0.1,
-                              4.0 + rng.random(N_PROMPTS))
-    table = build_table("e", collect_runs([tmp_path / "s"]))
+    table = flagged_table(tmp_path / "s", {"uce+dual": 0.1, "uce+weighted_sum": 0.1, "uce+mgda": 0.1,
+                                           "ga+dual": 0.1, "ga+weighted_sum": 0.6, "ga+mgda": 0.1}, seed=4)
     local = within_aggregators(table, "uce+dual")
     assert set(local) == {"uce+weighted_sum", "uce+mgda"}
     assert {c.method for c in local["uce+weighted_sum"]} == {"ga+weighted_sum"}

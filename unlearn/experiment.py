@@ -337,7 +337,8 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
             sync=(sharding.ShardedSync() if fsdp else GradientSync() if ranks.distributed else None),
             probe=probe if main or fsdp else None, probe_every=probe_every,  # fsdp: a collective
             track_update=bool(t.get("track_update", True)),
-            update_chunk_bytes=int(float(t.get("update_chunk_mb", UPDATE_CHUNK_BYTES / 2**20)) * 2**20),
+            update_chunk_bytes=(int(float(t.update_chunk_mb) * 2**20) if "update_chunk_mb" in t
+                                else UPDATE_CHUNK_BYTES),
             aggregation_metric=str(t.get("aggregation_metric", "euclidean")),
             stop_requested=stop,
         )
