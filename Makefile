@@ -50,25 +50,29 @@ bench: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python experiments/bench_step.py
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/bench_fsdp.py
 
-# The comparison of experiment=paper_embedded (6 methods × 3 seeds on the embedded SmolLM2):
-# runs only the jobs that are missing (finished runs are skipped; failed or killed ones are moved
-# to outputs/sweeps/paper_embedded/.stale/ and rerun), then writes the tables and plots to
-# results/paper_embedded/. Default: 2 jobs at a time with joblib, 1 torch thread each (measured
-# faster on 2 cores than one 2-thread job). LAUNCHER=basic runs one job after the other with 2
-# threads; LAUNCHER=slurm submits to SLURM; SWEEP_ARGS adds Hydra overrides to every job.
-LAUNCHER ?= local_parallel
-JOB_THREADS ?= $(if $(filter local_parallel joblib,$(LAUNCHER)),1,2)
+# The comparison of experiment=paper_embedded (conf/grid/paper.yaml: every row at every seed, on the
+# embedded SmolLM2): runs only the jobs that are missing (finished runs are skipped; failed or killed
+# ones are moved to outputs/sweeps/paper_embedded/.stale/ and rerun), then writes the tables and
+# plots to results/paper_embedded/. Default: each job its own process, JOBS=2 at a time with 1 torch
+# thread each (measured faster on 2 cores than one 2-thread job), seed 0 of every row before seed 1.
+# LAUNCHER=slurm submits the rows as Hydra multiruns to SLURM (JOBS is then unused); SWEEP_ARGS adds
+# Hydra overrides to every job.
+LAUNCHER ?= local
+JOBS ?= 2
+JOB_THREADS ?= $(if $(filter local,$(LAUNCHER)),$(if $(filter 1,$(JOBS)),2,1),$(if $(filter local_parallel joblib,$(LAUNCHER)),1,2))
+LAUNCH_ARGS := $(if $(filter local,$(LAUNCHER)),--jobs $(JOBS),--launcher $(LAUNCHER))
+HYDRA_LAUNCHER := $(if $(filter local,$(LAUNCHER)),local_parallel,$(LAUNCHER))
 SWEEP_ARGS ?=
 paper-tables: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep paper_embedded \
-		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
+		$(LAUNCH_ARGS) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
 
 # Safe-answer objective (conf/experiment/safe_answers.yaml): MOLLM's objectives with and without
 # cross-entropy on the safe answers, under each aggregator, 5 seeds, likelihood-only evaluation;
 # tables and plots in results/safe_answers/.
 safe-answers: setup
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.results.sweep safe_answers \
-		--launcher $(LAUNCHER) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
+		$(LAUNCH_ARGS) --tables results threads=$(JOB_THREADS) $(SWEEP_ARGS)
 
 # Robustness (conf/experiment/robustness.yaml): the attacks of conf/attack/ (relearning 5 and 15
 # steps, 5 jailbreak templates, int8 and int4 weights) on the original model and on the seed-0
@@ -78,7 +82,7 @@ safe-answers: setup
 robustness: setup
 	models="$$($(BIN)/python -m unlearn.results.robustness --sweep-override outputs/sweeps/paper_embedded)" && \
 	UNLEARN_DATA_DIR=$${UNLEARN_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m unlearn.evaluate -m experiment=robustness \
-		"$$models" hydra/launcher=$(LAUNCHER) threads=$(JOB_THREADS) $(SWEEP_ARGS)
+		"$$models" hydra/launcher=$(HYDRA_LAUNCHER) threads=$(JOB_THREADS) $(SWEEP_ARGS)
 	$(BIN)/python -m unlearn.results.robustness outputs/robustness/paper_embedded --out results/robustness
 
 clean:

@@ -199,9 +199,26 @@ def test_plan_skips_completed_and_moves_unfinished(tmp_path: Path, data_dir: Pat
     assert len(cmds) == 2 and all("hydra/launcher=joblib" in c for c in cmds)
     assert {tuple(c[5:8]) for c in cmds} == {("seed=1", "loss=uce", "aggregator=dual"),
                                              ("seed=0", "loss=ga", "aggregator=weighted_sum")}
+    # --jobs: one single-job multirun per job, in seed-major grid order, each landing in its run dir
+    singles = sweep.job_commands("paper_embedded", plain, jobs)
+    assert [c[5:8] for c in singles] == [[f"seed={j.params['seed']}", f"loss={j.params['loss']}",
+                                          f"aggregator={j.params['aggregator']}"] for j in jobs]
+    assert [j.params["seed"] for j in jobs] == ["0", "0", "1", "1"]
+    assert all("," not in a for c in singles for a in c[5:8])
     warm = sweep.warm_command("paper_embedded", ["threads=1", "eval.n_prompts=3"])
     assert warm[1:4] == ["-m", "unlearn.evaluation.warm", "experiment=paper_embedded"]
     assert "threads=1" not in warm and warm[-1] == f"threads={os.cpu_count()}" and "eval.n_prompts=3" in warm
+
+
+def test_run_pool_runs_every_command_and_reports_a_failure(tmp_path: Path) -> None:
+    marks = [tmp_path / f"job{i}" for i in range(3)]
+    ok = [[sys.executable, "-c", f"open({str(m)!r}, 'w').close()"] for m in marks]
+    assert sweep.run_pool(ok, 2) and all(m.is_file() for m in marks)
+    assert not sweep.run_pool([*ok, [sys.executable, "-c", "raise SystemExit(3)"]], 2)
+
+
+def test_jobs_refuses_a_hydra_launcher() -> None:
+    assert sweep.main(["paper_embedded", "--jobs", "2", "--launcher", "joblib", "--dry-run"]) == 2
 
 
 # A tiny end-to-end sweep: tiny_random, two steps, a small real evaluation (TF-IDF judge).
@@ -230,7 +247,7 @@ def test_cli_sweep_runs_missing_jobs_then_nothing(tmp_path: Path, data_dir: Path
     env = {**os.environ, "UNLEARN_DATA_DIR": str(data_dir), "UNLEARN_CACHE_DIR": str(cache_dir),
            "UNLEARN_OUTPUT_DIR": str(tmp_path / "out"), "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "unlearn.results.sweep", "paper_embedded", *TINY_SWEEP, TWO_ROWS,
-           "--tables", str(tmp_path / "results")]
+           "--jobs", "2", "--tables", str(tmp_path / "results")]
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "2 jobs in" in first.stdout and "2 missing" in first.stdout

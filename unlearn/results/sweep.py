@@ -24,6 +24,9 @@
 6. Launches the missing jobs as Hydra multiruns, ``python -m unlearn.run -m experiment=<name>
    key=v1,v2 …``, covering exactly the missing set with as few products as it can; any Hydra
    launcher works (``--launcher joblib`` for local parallelism, ``submitit_slurm`` on a cluster).
+   With ``--jobs N`` it instead runs each missing job as its own one-job multirun, N at a time on
+   this machine, in the grid's seed-major order: no core idles at the end of a row block with an
+   odd number of jobs, and an interrupted sweep has every row at the same seeds.
 7. With ``--tables OUT``, builds the tables and plots (:mod:`unlearn.results.cli`) from the sweep dir.
 
 Exit status: 0 when every job of the grid is completed, 1 when some job failed (the tables are
@@ -40,6 +43,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +256,21 @@ def launch_commands(experiment: str, plain: Sequence[str], jobs: Sequence[Job],
             for block in product_cover([tuple(j.params[k] for k in keys) for j in group])]
 
 
+def job_commands(experiment: str, plain: Sequence[str], jobs: Sequence[Job]) -> list[list[str]]:
+    """One single-job multirun per job, in the jobs' order: its run dir is the one the grid's
+    multirun would give it (``hydra.sweep.dir``/``subdir``), so either way resumes the other."""
+    return [[sys.executable, "-m", "unlearn.run", "-m", f"experiment={experiment}",
+             *(f"{k}={v}" for k, v in job.params.items()), *plain] for job in jobs]
+
+
+def run_pool(commands: Sequence[Sequence[str]], parallel: int) -> bool:
+    """Run ``commands`` as subprocesses, ``parallel`` at a time, each started as a slot frees;
+    True when every one exited 0."""
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        codes = list(pool.map(lambda cmd: subprocess.run(list(cmd), check=False).returncode, commands))
+    return all(code == 0 for code in codes)
+
+
 def warm_command(experiment: str, plain: Sequence[str]) -> list[str]:
     """The cache warm-up (:mod:`unlearn.evaluation.warm`) for the jobs' shared settings, on every core."""
     kept = [o for o in plain if not o.split("=", 1)[0].lstrip("+~") == "threads"]
@@ -267,6 +286,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--launcher", default=None,
                    help="Hydra launcher: basic (default), joblib (local processes), submitit_slurm, "
                         "or a conf/hydra/launcher option")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="run each job as its own process, N at a time on this machine, in seed-major "
+                        "order (instead of one Hydra multirun per row block); not with --launcher")
     p.add_argument("--tables", type=Path, default=None, metavar="OUT",
                    help="then build tables and plots from the sweep dir into OUT (e.g. results)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
@@ -298,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "another hydra.sweep.dir=… (or output_root=…), or delete those run dirs.", file=sys.stderr)
         return 2
     todo = [j for j in jobs if j.state != "completed"]
-    commands = launch_commands(args.experiment, plain, todo, args.launcher)
+    if args.jobs is not None and (args.jobs < 1 or args.launcher not in (None, "basic")):
+        print(f"error: --jobs {args.jobs} runs N >= 1 local processes itself; drop --launcher "
+              f"{args.launcher} or --jobs", file=sys.stderr)
+        return 2
+    commands = (job_commands(args.experiment, plain, todo) if args.jobs is not None
+                else launch_commands(args.experiment, plain, todo, args.launcher))
     for cmd in commands:
         print("$ " + " ".join(cmd[1:] if cmd[0] == sys.executable else cmd))
     if args.dry_run:
@@ -314,8 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("$ " + " ".join(warm[1:]))
         if subprocess.run(warm, check=False).returncode != 0:
             print("warning: the cache warm-up failed; each job fills the caches itself", file=sys.stderr)
-    for cmd in commands:
-        launched_ok &= subprocess.run(cmd, check=False).returncode == 0  # same cwd: same relative paths
+    if args.jobs is not None:  # same cwd: same relative paths
+        launched_ok = run_pool(commands, args.jobs)
+    else:
+        for cmd in commands:
+            launched_ok &= subprocess.run(cmd, check=False).returncode == 0
     for job in jobs:
         inspect(job)
     failed = [j for j in jobs if j.state != "completed"]
