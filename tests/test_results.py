@@ -813,3 +813,33 @@ def test_seed_paired_differences_when_seeds_share_their_data(tmp_path: Path) -> 
     other = Table("demo", [], [*c, *b], records={**rec_c, **rec_b}, columns=table.columns)
     unpaired = compare(other, "c", "b", "harmful_rate", Bootstrap())
     assert unpaired.how == PAIRED and math.isnan(unpaired.unpaired_half_width)
+
+
+def test_budget_splits_each_run_into_its_timed_parts(tmp_path: Path) -> None:
+    from unlearn.results.budget import budget_rows, elapsed_s, write_budget
+
+    root = tmp_path / "sweeps" / "paper_embedded"
+    for seed, (train, evaluation) in enumerate([(60.0, 30.0), (80.0, 50.0)]):
+        run_dir = make_run(root, "paper_embedded", "uce+dual", seed, steps=4)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary.update({"wall_time_s": train + evaluation + 10.0, "train_time_s": train,
+                        "eval/after/time_s": evaluation, "eval/after/time/fluency_s": 5.0 + seed,
+                        "eval/after/time/preference_s": 10.0})
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({**r, "time/step_s": 10.0}) + "\n" for r in records))
+    make_run(root, "paper_embedded", "uce+mgda", 0, status="failed")  # not a completed run: not counted
+    runs = collect_runs([root])
+    rows = {r["part"]: r for r in budget_rows(runs)}
+    assert rows["run"]["runs"] == 2 and rows["run"]["total_s"] == 100.0 + 140.0
+    assert rows["training/steps"]["mean_s"] == 40.0                           # 4 steps × 10 s
+    assert (rows["training/probes, other"]["min_s"], rows["training/probes, other"]["max_s"]) == (20.0, 40.0)
+    assert rows["evaluation/fluency"]["mean_s"] == 5.5
+    assert (rows["evaluation/decoding, other"]["min_s"], rows["evaluation/decoding, other"]["max_s"]) == (15.0, 34.0)
+    assert rows["start-up, saving"]["total_s"] == 20.0
+    assert math.isclose(rows["training"]["share"], 140.0 / 240.0)
+    assert list(rows).index("evaluation/preference") < list(rows).index("evaluation/fluency")  # largest first
+    assert elapsed_s(runs) >= 140.0 - 1e-6  # at least the longest run
+    files = write_budget(runs, "paper_embedded", tmp_path / "out")
+    assert "| &nbsp;&nbsp;steps | 40 [40, 40] |" in files["budget_md"].read_text()
+    assert files["budget_csv"].read_text().splitlines()[0] == "part,runs,mean_s,min_s,max_s,total_s,share"

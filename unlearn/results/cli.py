@@ -4,7 +4,8 @@ Reads every run dir below the given sweep dirs, and for each experiment writes i
 ``<out>/<experiment>/``: ``table.md``, ``table.tex``, ``table.csv``, ``runs.csv``,
 ``descent_violations.csv``, ``paired_differences.md``/``.csv`` (every method against
 ``--reference``, :mod:`unlearn.results.comparisons`), ``hypervolume.md``/``.csv``
-(:mod:`unlearn.results.loss_space`) and the PNG plots (:mod:`unlearn.results.plots`). It prints
+(:mod:`unlearn.results.loss_space`), ``budget.md``/``.csv`` (where the runs' time went,
+:mod:`unlearn.results.budget`) and the PNG plots (:mod:`unlearn.results.plots`). It prints
 the Markdown tables and lists the runs left out (failed, unfinished, or on another prompt set),
 which never enter a mean.
 
@@ -23,6 +24,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from unlearn.results.budget import write_budget
 from unlearn.results.collect import collect_runs, grid_reference, group_by_experiment, objective_names
 from unlearn.results.comparisons import REFERENCE, write_comparisons
 from unlearn.results.intervals import Bootstrap
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files["descent"] = write_descent_csv(table, folder / "descent_violations.csv", args.descent_tol)
         files.update(write_comparisons(table, folder, reference))
         files.update(write_length_control(table, folder))
+        files.update(write_budget(table.runs, name, folder))
         space = write_loss_space(table, folder, plots=not args.no_plots)
         if "loss_space" in space:
             plots[name] = {"loss_space": space.pop("loss_space")}
