@@ -1,0 +1,133 @@
+"""README's headline: dual against weighted sum and MGDA under each update rule, from a results folder.
+
+    python experiments/headline.py docs/results/paper_embedded
+
+Reads the folder that ``python -m unlearn.results`` wrote (``paired_differences.csv``,
+``hypervolume.csv``, ``runs.csv``) and prints two Markdown tables:
+
+1. per update rule (AdamW, ``[sgd]``, ``[metric_adam,…]``) and per other aggregator, dual minus it
+   on each axis: the judge-free margin ℓ(safe) − ℓ(unsafe) on the held-out pairs (forgetting that
+   separates safe from unsafe), the harmful rate (judge), the utility loss (held-out TruthfulQA
+   NLL per token), fluency perplexity, and the loss-space hypervolume; paired by (seed, prompt),
+   or by seed for the hypervolume, 95 %, ``*`` when the interval excludes 0, then ``dual better``
+   or ``dual worse`` by each axis's direction;
+2. per method, fluency perplexity against the original's: the mean difference with its paired
+   interval and the per-seed range (the collapse is a seed far above the original).
+
+Nothing is recomputed from runs: the intervals are the results module's (the hypervolume's: t over
+the seeds both methods ran, as in ``hypervolume.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from unlearn.results.intervals import LEVEL, t_interval
+
+AXES = {  # metric -> (column title, higher is better)
+    "preference_margin": ("margin (nats/token) ↑", True),
+    "harmful_rate": ("harmful rate ↓", False),
+    "utility_loss": ("utility loss ↓", False),
+    "fluency_ppl": ("fluency PPL ↓", False),
+}
+DUAL = "dual"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def parts(method: str) -> tuple[str, str, str]:
+    """(losses, aggregator, update rule) of a label: ``uce+mgda[sgd]`` -> (uce, mgda, [sgd])."""
+    losses, _, rest = method.partition("+")
+    rule = rest[rest.index("["):] if rest.endswith("]") and "[" in rest else ""
+    return losses, re.sub(r"\([^)]*\)", "", rest[: len(rest) - len(rule)]), rule
+
+
+def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: float = 1.0) -> str:
+    """``dual − other`` as ``+0.012 [−0.003, +0.027]``, starred and read when resolved."""
+    d, a, b = (sign * x for x in (difference, lo, hi))
+    a, b = min(a, b), max(a, b)
+    text = f"{d:+.3f} [{a:+.3f}, {b:+.3f}]"
+    if a > 0 or b < 0:
+        text += "* " + ("dual better" if (d > 0) == higher_better else "dual worse")
+    return text
+
+
+def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str) -> str:
+    by = {}
+    for row in hv:
+        if row["seed"] not in ("", "mean"):
+            by.setdefault(row["method"], {})[row["seed"]] = float(row["hypervolume"])
+    seeds = sorted(set(by.get(dual, {})) & set(by.get(other, {})))
+    interval = t_interval([by[dual][s] - by[other][s] for s in seeds], LEVEL)
+    if interval is None:
+        return "n/a"
+    mean = sum(by[dual][s] - by[other][s] for s in seeds) / len(seeds)
+    return cell(mean, interval.lo, interval.hi, True)
+
+
+def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) -> str:
+    """Table 1 of the module docstring."""
+    rows = [r for r in paired if r["reference"] != "original"]
+    duals = {parts(r["reference"])[2]: r["reference"] for r in rows if parts(r["reference"])[1] == DUAL}
+    head = ["update rule", "dual − …", *(AXES[k][0] for k in AXES), "hypervolume ↑", "seeds"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rule, dual in duals.items():
+        losses = parts(dual)[0]
+        others = list(dict.fromkeys(r["method"] for r in rows if r["reference"] == dual
+                                    and parts(r["method"])[0] == losses and parts(r["method"])[2] == rule))
+        for other in others:
+            found = {r["metric"]: r for r in rows if r["reference"] == dual and r["method"] == other}
+            cells = []
+            for metric, (_, higher) in AXES.items():
+                r = found.get(metric)  # stored as other − dual: flip to dual − other
+                ok = r and r["difference"] not in ("", "nan")
+                cells.append(cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), higher, -1.0) if ok else "n/a")
+            seeds = next((f"{r['seeds_reference']}" for r in found.values()), "")
+            out.append(f"| {rule.strip('[]') or 'adamw'} | {parts(other)[1]} | " + " | ".join(cells)
+                       + f" | {hypervolume_cell(hv, dual, other)} | {seeds} |")
+    return "\n".join(out)
+
+
+def fluency_table(paired: list[dict[str, str]], runs: list[dict[str, str]]) -> str:
+    """Table 2 of the module docstring."""
+    out = ["| method | fluency PPL − original's [95 %] | per-seed PPL (min–max) | seeds |", "|---|---|---|---:|"]
+    for r in paired:
+        if r["reference"] != "original" or r["metric"] != "fluency_ppl" or r["difference"] in ("", "nan"):
+            continue
+        values = [float(x["after/fluency_ppl"]) for x in runs if x["method"] == r["method"]
+                  and x["status"] == "completed" and x["after/fluency_ppl"] not in ("", "nan")]
+        span = f"{min(values):.2f}–{max(values):.2f}" if values else "n/a"
+        d, lo, hi = float(r["difference"]), float(r["lo"]), float(r["hi"])
+        star = "*" if lo > 0 or hi < 0 else ""
+        out.append(f"| {r['method']} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}]{star} | {span} | {len(values)} |")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", type=Path, help="a results folder, e.g. docs/results/paper_embedded")
+    args = p.parse_args(argv)
+    try:
+        paired = read_csv(args.folder / "paired_differences.csv")
+        hv = read_csv(args.folder / "hypervolume.csv")
+        runs = read_csv(args.folder / "runs.csv")
+    except FileNotFoundError as exc:
+        print(f"error: {exc.filename} is missing: run python -m unlearn.results <sweep dir> --out <folder> first",
+              file=sys.stderr)
+        return 2
+    print(comparisons_table(paired, hv))
+    print()
+    print(fluency_table(paired, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
