@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from unlearn.identity import parse_label
 from unlearn.results.intervals import LEVEL, t_interval
 
 AXES = {  # metric -> (column title, higher is better)
@@ -41,13 +41,6 @@ DUAL = "dual"
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
-
-
-def parts(method: str) -> tuple[str, str, str]:
-    """(losses, aggregator, update rule) of a label: ``uce+mgda[sgd]`` -> (uce, mgda, [sgd])."""
-    losses, _, rest = method.partition("+")
-    rule = rest[rest.index("["):] if rest.endswith("]") and "[" in rest else ""
-    return losses, re.sub(r"\([^)]*\)", "", rest[: len(rest) - len(rule)]), rule
 
 
 def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: float = 1.0) -> str:
@@ -76,13 +69,15 @@ def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str) -> str:
 def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) -> str:
     """Table 1 of the module docstring."""
     rows = [r for r in paired if r["reference"] != "original"]
-    duals = {parts(r["reference"])[2]: r["reference"] for r in rows if parts(r["reference"])[1] == DUAL}
+    duals = {parse_label(r["reference"]).update_rule: r["reference"] for r in rows
+             if parse_label(r["reference"]).aggregator_name == DUAL}
     head = ["update rule", "dual − …", *(AXES[k][0] for k in AXES), "hypervolume ↑", "seeds"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rule, dual in duals.items():
-        losses = parts(dual)[0]
+        losses = parse_label(dual).losses
         others = list(dict.fromkeys(r["method"] for r in rows if r["reference"] == dual
-                                    and parts(r["method"])[0] == losses and parts(r["method"])[2] == rule))
+                                    and parse_label(r["method"]).losses == losses
+                                    and parse_label(r["method"]).update_rule == rule))
         for other in others:
             found = {r["metric"]: r for r in rows if r["reference"] == dual and r["method"] == other}
             cells = []
@@ -91,7 +86,7 @@ def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) ->
                 ok = r and r["difference"] not in ("", "nan")
                 cells.append(cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), higher, -1.0) if ok else "n/a")
             seeds = next((f"{r['seeds_reference']}" for r in found.values()), "")
-            out.append(f"| {rule.strip('[]') or 'adamw'} | {parts(other)[1]} | " + " | ".join(cells)
+            out.append(f"| {rule.strip('[]') or 'adamw'} | {parse_label(other).aggregator_name} | " + " | ".join(cells)
                        + f" | {hypervolume_cell(hv, dual, other)} | {seeds} |")
     return "\n".join(out)
 

@@ -63,3 +63,20 @@ def test_identity_does_not_import_torch() -> None:
 
     code = "import sys, unlearn.identity; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("label", "parts"), [
+    ("uce+dual", ("uce", "dual", "", "dual", "dual")),
+    ("ga,mismatch,kl+weighted_sum(weights=0.5,1,1)", ("ga,mismatch,kl", "weighted_sum(weights=0.5,1,1)", "",
+                                                       "weighted_sum", "weighted_sum(weights=0.5,1,1)")),
+    ("uce+dual[metric_adam,preconditioned]", ("uce", "dual", "[metric_adam,preconditioned]", "dual",
+                                              "dual[metric_adam,preconditioned]")),
+    ("uce+dual(rank_tol=0.01)[sgd(momentum=0.9)]", ("uce", "dual(rank_tol=0.01)", "[sgd(momentum=0.9)]", "dual",
+                                                    "dual(rank_tol=0.01)[sgd(momentum=0.9)]")),
+    ("original", ("original", "", "", "", "")),
+])
+def test_parse_label_splits_a_label_into_its_parts(label: str, parts: tuple[str, ...]) -> None:
+    from unlearn.identity import parse_label
+
+    got = parse_label(label)
+    assert (got.losses, got.aggregator, got.update_rule, got.aggregator_name, got.aggregation) == parts

@@ -21,6 +21,7 @@ torch-free place used by runs, resume, sweeps, the evaluation cache and the tabl
   aggregation): ``uce+dual[sgd]``, ``uce+dual[metric_adam,preconditioned]``.
 
 A new loss, aggregator or optimizer therefore needs no entry anywhere: its option file names it.
+:func:`parse_label` splits a label back into these parts, for the tables that group rows by them.
 
 **Result settings**: every config key changes a result unless it matches a pattern of
 :data:`NON_RESULT_KEYS` (each with the reason it cannot change a number). So a new loss,
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -152,6 +155,34 @@ def method_label(config: Mapping[str, Any], choices: Mapping[str, Any] | None = 
     if metric != DEFAULT_METRIC:
         update.append(metric)
     return label + (f"[{','.join(update)}]" if update else "")
+
+
+@dataclass(frozen=True)
+class LabelParts:
+    """A :func:`method_label` in parts: ``ga,mismatch,kl+weighted_sum(weights=0.5,1,1)[sgd]`` has
+    losses ``ga,mismatch,kl``, aggregator ``weighted_sum(weights=0.5,1,1)`` and update rule ``[sgd]``
+    (``""``: the default AdamW with the Euclidean metric)."""
+
+    losses: str
+    aggregator: str
+    update_rule: str
+
+    @property
+    def aggregation(self) -> str:
+        """The aggregator with its settings and the update rule: ``weighted_sum(weights=0.5,1,1)[sgd]``."""
+        return self.aggregator + self.update_rule
+
+    @property
+    def aggregator_name(self) -> str:
+        """The aggregator without its settings: ``weighted_sum``."""
+        return re.sub(r"\([^)]*\)", "", self.aggregator)
+
+
+def parse_label(label: str) -> LabelParts:
+    """The parts of a method label (module docstring); a label without ``+`` is all losses."""
+    losses, _, rest = label.partition("+")
+    rule = rest[rest.rindex("["):] if rest.endswith("]") and "[" in rest else ""
+    return LabelParts(losses, rest[: len(rest) - len(rule)], rule)
 
 
 def hydra_label_context(hydra_node: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn.identity import hydra_label_context, method_label
+from unlearn.identity import hydra_label_context, method_label, parse_label
 
 COMPLETED, FAILED, UNFINISHED, EXCLUDED = "completed", "failed", "unfinished", "excluded"
 GRID_FILE = "grid.json"  # written by the sweep driver: the rows' labels in grid order, the reference
@@ -52,11 +52,13 @@ class Run:
 
     @property
     def loss(self) -> str:
-        return self.method.split("+", 1)[0]
+        """The label's losses: ``uce``, ``ga,mismatch,kl``."""
+        return parse_label(self.method).losses
 
     @property
     def aggregator(self) -> str:
-        return self.method.split("+", 1)[-1]
+        """The label's aggregator with its settings and update rule: ``mgda[sgd]``."""
+        return parse_label(self.method).aggregation
 
     @property
     def completed(self) -> bool:

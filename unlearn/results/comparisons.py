@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unlearn.identity import parse_label
 from unlearn.results.collect import Run
 from unlearn.results.columns import Column
 from unlearn.results.intervals import Bootstrap, agrees_with_summary, metric_matrix
@@ -305,25 +306,25 @@ def within_update_rules(table: Table, reference: str = REFERENCE,
     """For each update rule other than the reference's (the label's optimizer bracket, e.g.
     ``[sgd]``) whose grid has the reference's method under it (``uce+dual[sgd]``): every other
     method of that rule against it, keyed by that local reference."""
-    from unlearn.results.loss_space import update_rule
-
     settings = settings or table.bootstrap
-    base = reference[: len(reference) - len(update_rule(reference))]
+    own = parse_label(reference).update_rule
+    base = reference[: len(reference) - len(own)]
     methods = [r.method for r in table.rows if r.method != ORIGINAL]
     out: dict[str, list[Comparison]] = {}
-    for rule in dict.fromkeys(update_rule(m) for m in methods):
+    for rule in dict.fromkeys(parse_label(m).update_rule for m in methods):
         local = base + rule
-        if rule == update_rule(reference) or not table.method_runs(local):
+        if rule == own or not table.method_runs(local):
             continue
         out[local] = [compare(table, m, local, k, settings) for m in methods
-                      if update_rule(m) == rule and m != local for k in compared(table)]
+                      if parse_label(m).update_rule == rule and m != local for k in compared(table)]
     return out
 
 
 def aggregator_key(method: str) -> str:
     """The label's aggregator and update rule without its settings: ``weighted_sum`` for
     ``uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)``, ``mgda[sgd]`` for ``ga+mgda[sgd]``."""
-    return re.sub(r"\([^)]*\)", "", method.split("+", 1)[-1])
+    parts = parse_label(method)
+    return parts.aggregator_name + parts.update_rule
 
 
 def within_aggregators(table: Table, reference: str = REFERENCE,
@@ -333,13 +334,13 @@ def within_aggregators(table: Table, reference: str = REFERENCE,
     ``uce,kl,retain,safe+weighted_sum(weights=1,1,1,1)`` − ``uce+weighted_sum``, keyed by that
     local reference (what changing the objectives does, one aggregator at a time)."""
     settings = settings or table.bootstrap
-    prefix = reference.split("+", 1)[0]
+    losses = parse_label(reference).losses
     methods = [r.method for r in table.rows if r.method != ORIGINAL]
     out: dict[str, list[Comparison]] = {}
     for method in methods:
-        local = next((m for m in methods if m.split("+", 1)[0] == prefix
+        local = next((m for m in methods if parse_label(m).losses == losses
                       and aggregator_key(m) == aggregator_key(method)), None)
-        if local is None or local in (method, reference) or method.split("+", 1)[0] == prefix:
+        if local is None or local in (method, reference) or parse_label(method).losses == losses:
             continue
         out.setdefault(local, []).extend(compare(table, method, local, k, settings) for k in compared(table))
     return out

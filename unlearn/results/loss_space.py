@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unlearn.identity import parse_label
 from unlearn.results.collect import Run, as_float, method_order
 from unlearn.results.intervals import LEVEL, clipped, t_interval
 from unlearn.results.plots import MARKERS, colours, pyplot
@@ -149,11 +150,6 @@ def loss_space(table: Table) -> LossSpace:
     return LossSpace(source, curves, ref, per_seed, missing)
 
 
-def update_rule(method: str) -> str:
-    """The label's optimizer bracket (``""`` for the default AdamW): the group a method is compared in."""
-    return method[method.index("["):] if method.endswith("]") and "[" in method else ""
-
-
 @dataclass(frozen=True)
 class PairedHypervolume:
     """``a`` − ``b`` in hypervolume, paired by seed (module docstring)."""
@@ -179,12 +175,12 @@ def paired_hypervolumes(space: LossSpace) -> list[PairedHypervolume]:
     out = []
     for i, a in enumerate(methods):
         for b in methods[i + 1:]:
-            if update_rule(a) != update_rule(b):
+            if parse_label(a).update_rule != parse_label(b).update_rule:
                 continue
             seeds = tuple(sorted(set(by_seed[a]) & set(by_seed[b])))
             diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
             welch = welch_interval(list(by_seed[a].values()), list(by_seed[b].values()), LEVEL)
-            out.append(PairedHypervolume(a, b, update_rule(a) or "adamw", seeds, t_interval(diffs, LEVEL),
+            out.append(PairedHypervolume(a, b, parse_label(a).update_rule or "adamw", seeds, t_interval(diffs, LEVEL),
                                          math.nan if welch is None else (welch.hi - welch.lo) / 2))
     return out
 
@@ -300,5 +296,5 @@ def write_loss_space(table: Table, out_dir: Path, plots: bool = True) -> dict[st
 
 
 __all__ = ["AXES", "Curve", "LossSpace", "PairedHypervolume", "experiment_curves", "loss_space", "loss_space_plot",
-           "paired_hypervolumes", "reference_point", "run_curve", "to_csv", "to_markdown", "update_rule",
+           "paired_hypervolumes", "reference_point", "run_curve", "to_csv", "to_markdown",
            "write_loss_space"]

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from unlearn.identity import parse_label
 from unlearn.results.collect import Run, as_float, method_order, metric_series, objective_names, run_objectives
 from unlearn.results.columns import Column, with_tradeoff_roles
 from unlearn.results.tables import ORIGINAL, Row, Table
@@ -242,7 +243,7 @@ def descent_plot(table: Table, path: Path, tol: float = DESCENT_TOL) -> Path | N
     width = 0.8 / len(groups)
     for ax, (quantity, shares) in zip(axes[0], panels):
         methods = _methods(table.runs)  # aggregators in the order their first row has in the grid
-        first = {m.split("+", 1)[-1]: i for i, m in reversed(list(enumerate(methods)))}
+        first = {parse_label(m).aggregation: i for i, m in reversed(list(enumerate(methods)))}
         aggs = sorted((a for a in shares if shares[a]["steps"]), key=lambda a: (first.get(a, len(methods)), a))
         for k, g in enumerate(groups):
             xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(aggs))]
