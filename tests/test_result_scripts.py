@@ -1,4 +1,4 @@
-"""experiments/headline.py on hand-made results files: signs, stars, readings and the fluency table."""
+"""experiments/headline.py and training_split.py on hand-made results files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import importlib.util
 from pathlib import Path
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-spec = importlib.util.spec_from_file_location("headline", EXPERIMENTS / "headline.py")
-headline = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(headline)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+headline = _load("headline")
+training_split = _load("training_split")
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -53,3 +61,25 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
 def test_headline_names_the_missing_file(tmp_path: Path, capsys) -> None:
     assert headline.main([str(tmp_path)]) == 2
     assert "paired_differences.csv" in capsys.readouterr().err
+
+
+def test_training_split_pairs_the_last_steps_by_seed(tmp_path: Path, capsys) -> None:
+    rows = []
+    for seed in range(3):
+        for step in range(1, 7):
+            for method, shift in (("uce+dual[sgd]", -0.1), ("uce+dual", 0.0)):
+                rows.append({"method": method, "seed": seed, "status": "completed", "step": step, "skipped": 0,
+                             "loss/forget": 1.0 + shift + 0.01 * seed + (5.0 if step == 1 else 0.0),
+                             "loss/kl": 0.2 + seed * 0.1})
+    rows.append({"method": "uce+dual", "seed": 9, "status": "failed", "step": 1, "skipped": 0,
+                 "loss/forget": 99.0, "loss/kl": 99.0})
+    _write(tmp_path / "steps.csv", rows)
+    means = training_split.tail_means(training_split.read_rows(tmp_path / "steps.csv"), "uce+dual", 5)
+    assert set(means["forget"]) == {0, 1, 2}                     # the failed run is not read
+    assert abs(means["forget"][1] - 1.01) < 1e-12                 # step 1 (the outlier) is outside the last 5
+    assert training_split.main([str(tmp_path), "--pair", "uce+dual[sgd]", "uce+dual"]) == 0
+    out = capsys.readouterr().out
+    assert "| forget | 0.910 | 1.010 | -0.100 [-0.100, -0.100]* a lower | 3 |" in out
+    assert "| kl | 0.300 | 0.300 | +0.000 [+0.000, +0.000] | 3 |" in out
+    assert training_split.main([str(tmp_path), "--pair", "uce+mgda", "uce+dual"]) == 2
+    assert "no runs of uce+mgda" in capsys.readouterr().err
