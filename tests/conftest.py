@@ -81,7 +81,3 @@ TINY = [
     "trainer.probe_size=2",
     "trainer.heldout_probe_size=2",
 ]
-# TINY for a plain multirun, whose job dir Hydra names after every override (at most 255
-# characters): the probes go off in one override instead of two.
-TINY_MULTIRUN = [o for o in TINY if not o.startswith(("trainer.probe_size", "trainer.heldout_probe_size"))
-                 ] + ["trainer.probe_every=0"]

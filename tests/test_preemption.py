@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, TINY_MULTIRUN
+from conftest import REPO, TINY
 
 from unlearn.checkpoint import CheckpointManager
 from unlearn.evaluation.metrics import Metric, MetricOutput
@@ -187,7 +187,7 @@ def test_submitit_job_requeues_itself_and_resumes(data_dir: Path, tmp_path: Path
     which requeues it with the same arguments; the requeued job resumes in the same run dir."""
     psutil = pytest.importorskip("psutil")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    overrides = tiny("trainer.checkpoint_every=100", steps=4, base=TINY_MULTIRUN)
+    overrides = tiny("trainer.checkpoint_every=100", steps=4)
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "unlearn.run", "-m", *overrides, "hydra/launcher=submitit_local",
            "hydra.launcher.timeout_min=60", f"hydra.sweep.dir={sweep}"]

@@ -8,10 +8,15 @@
   ``<sweep dir>/<label>/seed=<seed>``, or null for the label ``original`` (the configured model):
   how experiment=robustness finds the models of the sweep it attacks.
 * ``${eq:<a>,<b>}`` — a == b: e.g. ``trainer.save_model: ${eq:${seed},0}`` keeps one seed's models.
+* ``${dir_name:<text>}`` — ``text`` as one file name of at most :data:`MAX_DIR_NAME` characters:
+  unchanged when it fits, else its head and an 8-hex sha256 of the whole, so distinct texts keep
+  distinct names. A plain multirun names each job dir after its overrides, which pass the file
+  systems' 255-byte limit ("File name too long") with a few long values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from omegaconf import OmegaConf
@@ -33,6 +38,18 @@ def _eq(a: object, b: object) -> bool:
     return a == b
 
 
+MAX_DIR_NAME = 120  # characters; leaves room for the job number and a suffix under 255 bytes
+
+
+def _dir_name(text: object) -> str:
+    name = str(text)
+    if len(name.encode()) <= MAX_DIR_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    head = name.encode()[: MAX_DIR_NAME - len(digest) - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
 def register_resolvers() -> None:
     """Register the resolvers above (idempotent)."""
     if not OmegaConf.has_resolver("method_label"):
@@ -41,3 +58,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sweep_run_dir", _sweep_run_dir, use_cache=False)
     if not OmegaConf.has_resolver("eq"):
         OmegaConf.register_new_resolver("eq", _eq)
+    if not OmegaConf.has_resolver("dir_name"):
+        OmegaConf.register_new_resolver("dir_name", _dir_name)
