@@ -97,7 +97,7 @@ def run(row: str, lr: float, args: argparse.Namespace) -> dict:
     if not (summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"):
         if run_dir.exists():  # an interrupted search run: kept aside, the rung is run again from the start
             run_dir.rename(run_dir.with_name(f"{run_dir.name}.interrupted-{len(list(run_dir.parent.glob('*.interrupted-*')))}"))
-        cmd = [sys.executable, "-m", "unlearn.run", f"experiment={args.experiment}", *row.split(),
+        cmd = [sys.executable, "-m", "unlearn.run", *experiment_override(args.experiment), *row.split(),
                f"trainer.optimizer.lr={lr}", f"threads={args.threads}", *PROBE, f"hydra.run.dir={run_dir}",
                *args.overrides]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +105,12 @@ def run(row: str, lr: float, args: argparse.Namespace) -> dict:
             subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False,
                            env={**os.environ, "WANDB_MODE": "disabled"})
     return json.loads(summary.read_text()) if summary.is_file() else {"status": "missing"}
+
+
+def experiment_override(experiment: str) -> list[str]:
+    """``experiment=<name>``, or nothing for ``--experiment ""`` (the suite's defaults, what
+    ``python -m unlearn.run`` runs)."""
+    return [f"experiment={experiment}"] if experiment else []
 
 
 def optimizer_default_lr(row: str) -> float:
@@ -117,7 +123,8 @@ def optimizer_default_lr(row: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="paper_embedded")
+    parser.add_argument("--experiment", default="paper_embedded",
+                        help='a conf/experiment option; "" for the defaults of python -m unlearn.run')
     parser.add_argument("--rows", nargs="+", required=True, help="each a quoted set of overrides composing the row")
     parser.add_argument("--bound", type=float, default=None,
                         help="probe KL bound (default: the default row's own probe KL, measured first)")
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                for t in found["tried"].values())}
             print(f"resuming {args.out}: bound {bound:.4g}, {len(done)} row(s) done", flush=True)
     if bound is None:
-        lr0 = float(compose_config(f"experiment={args.experiment}").trainer.optimizer.lr)
+        lr0 = float(compose_config(*experiment_override(args.experiment)).trainer.optimizer.lr)
         reference = {"row": DEFAULT_ROW, "lr": lr0, "summary": run(DEFAULT_ROW, lr0, args)}
         bound = reference["summary"].get("final/probe/kl")
         if not isinstance(bound, int | float) or not math.isfinite(bound):
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
 
         def ok(lr: float) -> bool:
             summary = run(row, lr, args)
-            tried[lr] = {k: summary.get(k) for k in ("status", "final/probe/kl", "final/probe/forget_nll", "error")}
+            tried[lr] = {k: summary.get(k) for k in ("status", "final/probe/kl", "final/probe/forget_nll",
+                                                     "final/probe/retain", "error")}
             return passes(summary, bound)
 
         start = optimizer_default_lr(row)
