@@ -12,7 +12,10 @@ Reads the folder that ``python -m unlearn.results`` wrote (``paired_differences.
    or by seed for the hypervolume, 95 %, ``*`` when the interval excludes 0, then ``dual better``
    or ``dual worse`` by each axis's direction;
 2. per method, fluency perplexity against the original's: the mean difference with its paired
-   interval and the per-seed range (the collapse is a seed far above the original).
+   interval and the per-seed range (the collapse is a seed far above the original);
+
+then how much pairing narrowed the intervals: the unpaired half-width over the paired one, median
+and range over every method-vs-method comparison that has both.
 
 Nothing is recomputed from runs: the intervals are the results module's (the hypervolume's: t over
 the seeds both methods ran, as in ``hypervolume.md``).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +110,23 @@ def fluency_table(paired: list[dict[str, str]], runs: list[dict[str, str]]) -> s
     return "\n".join(out)
 
 
+def pairing_gain(paired: list[dict[str, str]]) -> str:
+    """The unpaired/paired half-width ratio over the method-vs-method rows (module docstring)."""
+    ratios = []
+    for r in paired:
+        if r["reference"] == "original" or r.get("unpaired_half_width", "") in ("", "nan"):
+            continue
+        half = (float(r["hi"]) - float(r["lo"])) / 2
+        if half > 0 and math.isfinite(half):
+            ratios.append(float(r["unpaired_half_width"]) / half)
+    if not ratios:
+        return "pairing: no comparison has both half-widths"
+    ratios.sort()
+    median = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    return (f"pairing: unpaired / paired half-width median {median:.2f} (range {ratios[0]:.2f}–{ratios[-1]:.2f}) "
+            f"over {len(ratios)} comparisons")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="a results folder, e.g. docs/results/paper_embedded")
@@ -121,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(comparisons_table(paired, hv))
     print()
     print(fluency_table(paired, runs))
+    print()
+    print(pairing_gain(paired))
     return 0
 
 

@@ -27,15 +27,15 @@ def _write(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _pair(reference: str, method: str, metric: str, d: float, lo: float, hi: float) -> dict:
+def _pair(reference: str, method: str, metric: str, d: float, lo: float, hi: float, unpaired: float = 0.0) -> dict:
     return {"reference": reference, "method": method, "metric": metric, "difference": d, "lo": lo, "hi": hi,
-            "seeds_reference": 5}
+            "seeds_reference": 5, "unpaired_half_width": unpaired or ""}
 
 
 def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Path, capsys) -> None:
     paired = [  # stored as method − reference
         _pair("uce+dual", "uce+mgda", "preference_margin", -0.02, -0.03, -0.01),   # dual's margin higher
-        _pair("uce+dual", "uce+mgda", "utility_loss", -0.5, -0.6, -0.4),           # dual's utility loss higher
+        _pair("uce+dual", "uce+mgda", "utility_loss", -0.5, -0.6, -0.4, 0.3),      # dual's utility loss higher
         _pair("uce+dual", "uce+mgda[sgd]", "utility_loss", 9.0, 8.0, 10.0),        # another rule: not a row
         _pair("uce+dual[sgd]", "uce+weighted_sum[sgd]", "harmful_rate", 0.01, -0.02, 0.04),
         _pair("original", "uce+dual", "fluency_ppl", 3.0, 1.0, 5.0),
@@ -56,6 +56,7 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
     assert "-0.010 [-0.040, +0.020] |" in sgd and "*" not in sgd  # not resolved: no reading
     assert "| uce+dual | +3.00 [+1.00, +5.00]* | 4.00–9.50 | 2 |" in out
     assert "+9.000" not in out and "-9.000" not in out
+    assert "median 3.00 (range 3.00–3.00) over 1 comparisons" in out  # 0.3 unpaired over 0.1 paired
 
 
 def test_headline_names_the_missing_file(tmp_path: Path, capsys) -> None:
