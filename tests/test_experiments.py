@@ -335,3 +335,24 @@ def test_a_new_forget_loss_joins_the_paper_grid_with_one_module_one_yaml_one_wor
     assert tables_main([str(root), "--out", str(tmp_path / "results"), "--no-plots"]) == 0
     md = (tmp_path / "results" / "paper_embedded" / "table.md").read_text()
     assert "| halved_uce+dual | 1 |" in md
+
+
+def test_run_pool_starts_nothing_more_after_an_interrupt(monkeypatch) -> None:
+    import signal
+    import threading
+
+    started = []
+    real_run = subprocess.run
+
+    def run(cmd, **kwargs):
+        started.append(cmd)
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(sweep.subprocess, "run", run)
+    commands = [[sys.executable, "-c", "import time; time.sleep(1.5)"] for _ in range(4)]
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C while the first job runs
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_pool(commands, 1)
+    timer.join()
+    assert len(started) == 1  # the three queued commands were dropped, not started

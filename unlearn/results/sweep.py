@@ -265,7 +265,8 @@ def job_commands(experiment: str, plain: Sequence[str], jobs: Sequence[Job]) -> 
 
 def run_pool(commands: Sequence[Sequence[str]], parallel: int) -> bool:
     """Run ``commands`` as subprocesses, ``parallel`` at a time, each started as a slot frees;
-    True when every one exited 0."""
+    True when every one exited 0. On Ctrl-C the commands not yet started are dropped
+    (``Executor.map`` cancels its pending futures) and the interrupt propagates."""
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         codes = list(pool.map(lambda cmd: subprocess.run(list(cmd), check=False).returncode, commands))
     return all(code == 0 for code in codes)
