@@ -8,9 +8,10 @@ Reads the folder that ``python -m unlearn.results`` wrote (``paired_differences.
 1. per update rule (AdamW, ``[sgd]``, ``[metric_adam,…]``) and per other aggregator, dual minus it
    on each axis: the judge-free margin ℓ(safe) − ℓ(unsafe) on the held-out pairs (forgetting that
    separates safe from unsafe), the harmful rate (judge), the utility loss (held-out TruthfulQA
-   NLL per token), fluency perplexity, and the loss-space hypervolume; paired by (seed, prompt),
-   or by seed for the hypervolume, 95 %, ``*`` when the interval excludes 0, then ``dual better``
-   or ``dual worse`` by each axis's direction;
+   NLL per token), fluency perplexity, and the loss-space hypervolume of each forgetting
+   coordinate ``hypervolume.csv`` holds (held-out margin, forget NLL); paired by (seed, prompt), or
+   by seed for the hypervolumes, 95 %, ``*`` when the interval excludes 0, then ``dual better`` or
+   ``dual worse`` by each axis's direction;
 2. per method, fluency perplexity against the original's: the mean difference with its paired
    interval and the per-seed range (the collapse is a seed far above the original);
 
@@ -57,10 +58,15 @@ def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: flo
     return text
 
 
-def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str) -> str:
+def coordinates(hv: list[dict[str, str]]) -> list[str]:
+    """The forgetting coordinates of ``hypervolume.csv``, in file order (``forget_nll`` for old files)."""
+    return list(dict.fromkeys(row.get("forgetting") or "forget_nll" for row in hv))
+
+
+def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str, coordinate: str) -> str:
     by = {}
     for row in hv:
-        if row["seed"] not in ("", "mean"):
+        if row["seed"] not in ("", "all") and (row.get("forgetting") or "forget_nll") == coordinate:
             by.setdefault(row["method"], {})[row["seed"]] = float(row["hypervolume"])
     seeds = sorted(set(by.get(dual, {})) & set(by.get(other, {})))
     interval = t_interval([by[dual][s] - by[other][s] for s in seeds], LEVEL)
@@ -75,7 +81,8 @@ def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) ->
     rows = [r for r in paired if r["reference"] != "original"]
     duals = {parse_label(r["reference"]).update_rule: r["reference"] for r in rows
              if parse_label(r["reference"]).aggregator_name == DUAL}
-    head = ["update rule", "dual − …", *(AXES[k][0] for k in AXES), "hypervolume ↑", "seeds"]
+    volumes = coordinates(hv)
+    head = ["update rule", "dual − …", *(AXES[k][0] for k in AXES), *(f"hypervolume ({c}) ↑" for c in volumes), "seeds"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rule, dual in duals.items():
         losses = parse_label(dual).losses
@@ -91,7 +98,7 @@ def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) ->
                 cells.append(cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), higher, -1.0) if ok else "n/a")
             seeds = next((f"{r['seeds_reference']}" for r in found.values()), "")
             out.append(f"| {rule.strip('[]') or 'adamw'} | {parse_label(other).aggregator_name} | " + " | ".join(cells)
-                       + f" | {hypervolume_cell(hv, dual, other)} | {seeds} |")
+                       + "".join(f" | {hypervolume_cell(hv, dual, other, c)}" for c in volumes) + f" | {seeds} |")
     return "\n".join(out)
 
 

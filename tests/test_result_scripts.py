@@ -41,8 +41,10 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
         _pair("original", "uce+dual", "fluency_ppl", 3.0, 1.0, 5.0),
     ]
     _write(tmp_path / "paired_differences.csv", paired)
-    hv = [{"method": m, "seed": s, "hypervolume": v} for m, vals in
+    hv = [{"method": m, "seed": s, "hypervolume": v, "forgetting": "forget_nll"} for m, vals in
           {"uce+dual": [1.0, 1.2, 1.1], "uce+mgda": [0.5, 0.6, 0.7]}.items() for s, v in enumerate(vals)]
+    hv += [{"method": "uce+dual", "seed": "all", "hypervolume": 99.0, "forgetting": "forget_nll"}]  # not a seed
+    hv = [{**r, "forgetting": "margin", "hypervolume": 0.0} for r in hv] + hv  # margin volumes, all 0
     _write(tmp_path / "hypervolume.csv", hv)
     runs = [{"method": "uce+dual", "status": "completed", "after/fluency_ppl": v} for v in (4.0, 9.5)]
     _write(tmp_path / "runs.csv", [*runs, {"method": "uce+dual", "status": "failed", "after/fluency_ppl": 99.0}])
@@ -51,7 +53,9 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
     mgda = next(line for line in out.splitlines() if line.startswith("| adamw | mgda |"))
     assert "+0.020 [+0.010, +0.030]* dual better" in mgda       # margin: higher is better
     assert "+0.500 [+0.400, +0.600]* dual worse" in mgda         # utility loss: lower is better
-    assert "+0.500 [" in mgda.split("|")[-3] and "dual better" in mgda.split("|")[-3]  # hypervolume, by seed
+    assert "hypervolume (margin) ↑ | hypervolume (forget_nll) ↑" in out
+    assert "+0.000 [+0.000, +0.000] |" in mgda.split("|")[-4] + "|"                      # margin volumes
+    assert "+0.500 [" in mgda.split("|")[-3] and "dual better" in mgda.split("|")[-3]  # forget NLL, by seed
     sgd = next(line for line in out.splitlines() if line.startswith("| sgd | weighted_sum |"))
     assert "-0.010 [-0.040, +0.020] |" in sgd and "*" not in sgd  # not resolved: no reading
     assert "| uce+dual | +3.00 [+1.00, +5.00]* | 4.00–9.50 | 2 |" in out

@@ -683,6 +683,14 @@ def test_loss_space_takes_the_heldout_margin_when_every_curve_has_it(tmp_path: P
         hypervolume([[-0.05, 0.0, 1.0], [-0.1, 0.1, 1.2], [-0.3, 0.2, 1.3]], space.reference))
     md = to_hv_markdown(table, space)
     assert "(−margin, kl, retain)" in md and "held-out margin" in md
+    # asked for, the same curves in forget NLL; the files carry both, margin first
+    by_nll = loss_space(table, "forget_nll")
+    assert by_nll.forgetting == "forget_nll" and by_nll.curves[0].points[:, 0].tolist() == pytest.approx([1, 2, 3])
+    files = write_loss_space(table, tmp_path / "out", plots=False)
+    rows = list(csv.DictReader(files["hypervolume_csv"].open()))
+    assert [r["forgetting"] for r in rows] == ["margin"] * 3 + ["forget_nll"] * 3
+    text = files["hypervolume_md"].read_text()
+    assert text.index("curves (margin)") < text.index("curves (forget NLL)")
     make_recorded_run(tmp_path / "s", "uce+mgda", 0, rng.random(20) < 0.2, rng.random(20), 4 + rng.random(20),
                       curve=curve)  # no margin logged
     space = loss_space(build_table("e", collect_runs([tmp_path / "s"])))

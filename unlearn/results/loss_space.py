@@ -10,7 +10,11 @@ when every curve has it) and the plot and table say which. The forgetting coordi
 more forgotten) is ``heldout/margin``, the judge-free preference margin ℓ(safe) − ℓ(unsafe) on
 held-out (safe, unsafe) pairs (:class:`~unlearn.training.probe.PairProbe`), when every curve
 logged it, and otherwise ``<source>/forget_nll``, the NLL of the unsafe answers (which also rises
-when a model forgets every answer to a harmful prompt, safe or not).
+when a model forgets every answer to a harmful prompt, safe or not). When the margin is used,
+the tables are written for ``forget_nll`` as well, below it: the two ask different questions
+(does the model prefer the safe answer more; does it find the unsafe one less likely), and when no
+run raises the margin above its start every margin volume is 0 while the forget-NLL volumes still
+order the methods.
 
 Hypervolume (:func:`unlearn.uncertainty.fronts.hypervolume`) of a curve's points in
 ``(−forgetting, kl, retain)``, all minimised, up to the reference point
@@ -96,15 +100,16 @@ def run_curve(run: Run, source: str, forgetting: str = "forget_nll") -> Curve | 
     return Curve(run, source, tuple(updates), points, forgetting)
 
 
-def experiment_curves(runs: Sequence[Run]) -> tuple[str, list[Curve], list[Run]]:
+def experiment_curves(runs: Sequence[Run], forgetting: str | None = None) -> tuple[str, list[Curve], list[Run]]:
     """(source, curves, runs without one): held-out when every run with a curve has it; the
-    forgetting coordinate is the margin when every held-out curve has one (module docstring)."""
+    forgetting coordinate is ``forgetting``, or by default the margin when every held-out curve
+    has one (module docstring)."""
     heldout = {id(r): run_curve(r, "heldout") for r in runs}
     probe = {id(r): run_curve(r, "probe") for r in runs}
     source = "heldout" if any(heldout.values()) and all(
         heldout[id(r)] is not None or probe[id(r)] is None for r in runs) else "probe"
     curves = heldout if source == "heldout" else probe
-    if source == "heldout":
+    if source == "heldout" and forgetting != "forget_nll":
         margins = {key: run_curve(c.run, "heldout", "margin") for key, c in curves.items() if c is not None}
         if margins and all(m is not None for m in margins.values()):
             curves.update(margins)
@@ -138,8 +143,9 @@ class LossSpace:
         return None if interval is None else clipped(interval, 0.0, math.inf)
 
 
-def loss_space(table: Table) -> LossSpace:
-    source, curves, missing = experiment_curves(table.completed)
+def loss_space(table: Table, forgetting: str | None = None) -> LossSpace:
+    """The curves and their volumes; ``forgetting`` as in :func:`experiment_curves`."""
+    source, curves, missing = experiment_curves(table.completed, forgetting)
     if not curves:
         return LossSpace(source, [], None, {}, missing)
     ref = reference_point(curves)
@@ -195,7 +201,8 @@ def reference_text(space: LossSpace) -> str:
 
 def to_markdown(table: Table, space: LossSpace) -> str:
     out = io.StringIO()
-    out.write(f"### {table.experiment}: dominated hypervolume of the loss-space curves\n\n")
+    out.write(f"### {table.experiment}: dominated hypervolume of the loss-space curves "
+              f"({FORGETTING[space.forgetting][1]})\n\n")
     if space.reference is None:
         out.write("No run logged heldout/* or probe/* points: nothing to measure.\n")
         return out.getvalue()
@@ -231,12 +238,13 @@ def to_markdown(table: Table, space: LossSpace) -> str:
     return out.getvalue()
 
 
-def to_csv(table: Table, space: LossSpace) -> str:
+def to_csv(table: Table, space: LossSpace, header: bool = True) -> str:
     """Per seed (``seed`` a number) and per method (``seed`` = ``all``: mean, lo, hi over seeds)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["experiment", "method", "seed", "source", "forgetting", "points", "hypervolume", "lo", "hi",
-                     "ref_neg_forgetting", "ref_kl", "ref_retain"])
+    if header:
+        writer.writerow(["experiment", "method", "seed", "source", "forgetting", "points", "hypervolume", "lo", "hi",
+                         "ref_neg_forgetting", "ref_kl", "ref_retain"])
     if space.reference is None:
         return out.getvalue()
     ref = [repr(float(v)) for v in space.reference]
@@ -283,13 +291,16 @@ def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
 
 
 def write_loss_space(table: Table, out_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """``hypervolume.md``, ``hypervolume.csv`` and (``plots``) ``loss_space.png``."""
+    """``hypervolume.md``, ``hypervolume.csv`` (for the margin, then the forget NLL, when the margin
+    is the default coordinate) and (``plots``) ``loss_space.png`` (the default coordinate)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space = loss_space(table)
+    spaces = [space, loss_space(table, "forget_nll")] if space.forgetting == "margin" else [space]
     files = {"hypervolume_md": out_dir / "hypervolume.md", "hypervolume_csv": out_dir / "hypervolume.csv"}
-    files["hypervolume_md"].write_text(to_markdown(table, space), encoding="utf-8")
-    files["hypervolume_csv"].write_text(to_csv(table, space), encoding="utf-8")
+    files["hypervolume_md"].write_text("\n".join(to_markdown(table, s) for s in spaces), encoding="utf-8")
+    files["hypervolume_csv"].write_text("".join(to_csv(table, s, header=k == 0) for k, s in enumerate(spaces)),
+                                        encoding="utf-8")
     if plots and (path := loss_space_plot(table, space, out_dir / "loss_space.png")) is not None:
         files["loss_space"] = path
     return files
