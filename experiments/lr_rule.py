@@ -49,6 +49,9 @@ PROBE = ["eval.enabled=false", "trainer.probe_size=16", "trainer.heldout_probe_s
          "logger=disabled", "seed=0"]
 
 
+RECORDED = ("final/probe/kl", "final/probe/forget_nll", "final/probe/forget", "final/probe/retain")
+
+
 def passes(summary: dict, bound: float) -> bool:
     """The rule's test: the run completed, its losses are finite and its probe KL is within the bound."""
     if summary.get("status") != "completed":
@@ -151,13 +154,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"resuming {args.out}: bound {bound:.4g}, {len(done)} row(s) done", flush=True)
     if bound is None:
         lr0 = float(compose_config(*experiment_override(args.experiment)).trainer.optimizer.lr)
-        reference = {"row": DEFAULT_ROW, "lr": lr0, "summary": run(DEFAULT_ROW, lr0, args)}
-        bound = reference["summary"].get("final/probe/kl")
+        summary = run(DEFAULT_ROW, lr0, args)
+        reference = {"row": DEFAULT_ROW, "lr": lr0, **{k: summary.get(k) for k in RECORDED}}
+        bound = summary.get("final/probe/kl")
         if not isinstance(bound, int | float) or not math.isfinite(bound):
             raise SystemExit(f"the default row did not give a probe KL (see {args.runs}); pass --bound")
         print(f"bound: probe KL of {DEFAULT_ROW} at lr {lr0:g} = {bound:.4g}", flush=True)
     result = {"experiment": args.experiment, "rule": "largest r0*2^k with final/probe/kl <= bound and finite losses; the smallest KL tried where none passes",
-              "bound": bound, "reference": reference and {"row": reference["row"], "lr": reference["lr"]},
+              "bound": bound, "reference": reference,
               "overrides": args.overrides, "rows": dict(done)}
     for row in args.rows:
         if row in done:
@@ -166,8 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def ok(lr: float) -> bool:
             summary = run(row, lr, args)
-            tried[lr] = {k: summary.get(k) for k in ("status", "final/probe/kl", "final/probe/forget_nll",
-                                                     "final/probe/retain", "error")}
+            tried[lr] = {k: summary.get(k) for k in ("status", *RECORDED, "error")}
             return passes(summary, bound)
 
         start = optimizer_default_lr(row)
