@@ -851,5 +851,8 @@ def test_budget_splits_each_run_into_its_timed_parts(tmp_path: Path) -> None:
     assert list(rows).index("evaluation/preference") < list(rows).index("evaluation/fluency")  # largest first
     assert elapsed_s(runs) >= 140.0 - 1e-6  # at least the longest run
     files = write_budget(runs, "paper_embedded", tmp_path / "out")
-    assert "| &nbsp;&nbsp;steps | 40 [40, 40] |" in files["budget_md"].read_text()
-    assert files["budget_csv"].read_text().splitlines()[0] == "part,runs,mean_s,min_s,max_s,total_s,share"
+    text = files["budget_md"].read_text()
+    assert "| part | mean s | median [min, max] s | sum over runs | share |" in text
+    assert "| &nbsp;&nbsp;steps | 40 | 40 [40, 40] | 1.3 min | 33% |" in text
+    assert rows["run"]["median_s"] == 120.0
+    assert files["budget_csv"].read_text().splitlines()[0] == "part,runs,mean_s,median_s,min_s,max_s,total_s,share"

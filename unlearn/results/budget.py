@@ -11,7 +11,8 @@ Per completed run, in seconds (``summary.json`` and ``metrics.jsonl``):
     evaluation/decoding, other = evaluation − Σ metrics     (greedy answers, records, intervals)
     start-up, saving           = run − training − evaluation (imports, model load, saved weights)
 
-Each part as the mean, minimum and maximum over runs, the sum over runs and its share of the
+Each part as the mean, median, minimum and maximum over runs (the median resists a run that was
+paused or shared its cores), the sum over runs and its share of the
 summed run time. The evaluation of the original model is cached across runs (``eval/before``)
 and not counted. ``elapsed`` is the span from the first run's start (its ``summary.json`` time
 minus its run time) to the last run's end: the sweep's wall clock when it ran without a pause.
@@ -22,12 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from unlearn.results.collect import Run, as_float
 
-FIELDS = ["part", "runs", "mean_s", "min_s", "max_s", "total_s", "share"]
+FIELDS = ["part", "runs", "mean_s", "median_s", "min_s", "max_s", "total_s", "share"]
 METRIC_PREFIX = "eval/after/time/"
 
 
@@ -57,7 +59,8 @@ def budget_rows(runs: Sequence[Run]) -> list[dict[str, float | str | int]]:
         if not values:
             continue
         total = math.fsum(values)
-        rows.append({"part": name, "runs": len(values), "mean_s": total / len(values), "min_s": min(values),
+        rows.append({"part": name, "runs": len(values), "mean_s": total / len(values),
+                     "median_s": statistics.median(values), "min_s": min(values),
                      "max_s": max(values), "total_s": total, "share": total / total_run if total_run else math.nan})
     return rows
 
@@ -86,12 +89,12 @@ def to_markdown(runs: Sequence[Run], experiment: str) -> str:
     rows = budget_rows(runs)
     done = sum(r.completed for r in runs)
     lines = [f"# Where the time goes: {experiment}", "",
-             f"{done} completed runs; seconds per run (mean [min, max]), the sum over runs and its share "
-             "of the summed run time (`unlearn.results.budget`).", "",
-             "| part | mean [min, max] s | sum over runs | share |", "|---|---:|---:|---:|"]
+             f"{done} completed runs; seconds per run (mean, median [min, max]), the sum over runs and its "
+             "share of the summed run time (`unlearn.results.budget`).", "",
+             "| part | mean s | median [min, max] s | sum over runs | share |", "|---|---:|---:|---:|---:|"]
     for row in rows:
         parent, _, child = str(row["part"]).rpartition("/")
-        lines.append(f"| {'&nbsp;&nbsp;' + child if parent else child} | {row['mean_s']:.0f} "
+        lines.append(f"| {'&nbsp;&nbsp;' + child if parent else child} | {row['mean_s']:.0f} | {row['median_s']:.0f} "
                      f"[{row['min_s']:.0f}, {row['max_s']:.0f}] | {row['total_s'] / 60:.1f} min | {row['share']:.0%} |")
     elapsed = elapsed_s(runs)
     if math.isfinite(elapsed):
