@@ -12,8 +12,7 @@ Per completed run, in seconds (``summary.json`` and ``metrics.jsonl``):
     start-up, saving           = run − training − evaluation (imports, model load, saved weights)
 
 Each part as the mean, median, minimum and maximum over runs (the median resists a run that was
-paused or shared its cores), the sum over runs and its share of the
-summed run time. The evaluation of the original model is cached across runs (``eval/before``)
+paused or shared its cores), the sum over runs and its share of the summed run time. The evaluation of the original model is cached across runs (``eval/before``)
 and not counted. ``elapsed`` is the span from the first run's start (its ``summary.json`` time
 minus its run time) to the last run's end: the sweep's wall clock when it ran without a pause.
 """
@@ -88,7 +87,7 @@ def to_csv(runs: Sequence[Run]) -> str:
 def to_markdown(runs: Sequence[Run], experiment: str) -> str:
     rows = budget_rows(runs)
     done = sum(r.completed for r in runs)
-    lines = [f"# Where the time goes: {experiment}", "",
+    lines = [f"### {experiment}: where the time goes", "",
              f"{done} completed runs; seconds per run (mean, median [min, max]), the sum over runs and its "
              "share of the summed run time (`unlearn.results.budget`).", "",
              "| part | mean s | median [min, max] s | sum over runs | share |", "|---|---:|---:|---:|---:|"]

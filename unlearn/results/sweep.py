@@ -300,6 +300,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.jobs is not None and (args.jobs < 1 or args.launcher not in (None, "basic")):
+        print(f"error: --jobs {args.jobs} runs N >= 1 local processes itself; drop --launcher "
+              f"{args.launcher} or --jobs", file=sys.stderr)
+        return 2
     try:
         plain, jobs = plan(args.experiment, args.overrides)
     except Exception as exc:  # noqa: BLE001 - a config error: say it and stop
@@ -321,10 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               "another hydra.sweep.dir=… (or output_root=…), or delete those run dirs.", file=sys.stderr)
         return 2
     todo = [j for j in jobs if j.state != "completed"]
-    if args.jobs is not None and (args.jobs < 1 or args.launcher not in (None, "basic")):
-        print(f"error: --jobs {args.jobs} runs N >= 1 local processes itself; drop --launcher "
-              f"{args.launcher} or --jobs", file=sys.stderr)
-        return 2
     commands = (job_commands(args.experiment, plain, todo) if args.jobs is not None
                 else launch_commands(args.experiment, plain, todo, args.launcher))
     for cmd in commands:
