@@ -18,6 +18,9 @@ Reads the folder that ``python -m unlearn.results`` wrote (``paired_differences.
 then how much pairing narrowed the intervals: the unpaired half-width over the paired one, median
 and range over every method-vs-method comparison that has both.
 
+``--readme`` prints table 1 as README shows it instead: the four axes, Unicode minus signs, a
+resolved difference in bold and marked ``(worse)`` when dual is worse.
+
 Nothing is recomputed from runs: the intervals are the results module's (the hypervolume's: t over
 the seeds both methods ran, as in ``hypervolume.md``).
 """
@@ -58,6 +61,19 @@ def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: flo
     return text
 
 
+DISPLAY = {"adamw": "AdamW", "sgd": "SGD", "metric_adam,preconditioned": "MetricAdam",
+           "weighted_sum": "weighted sum", "mgda": "MGDA"}  # README's names; others print as they are
+
+
+def readme_cell(difference: float, lo: float, hi: float, higher_better: bool, digits: int) -> str:
+    """``dual − other`` (from a stored ``other − dual``) as README writes it."""
+    d, a, b = -difference, -hi, -lo
+    text = f"{d:+.{digits}f} [{a:+.{digits}f}, {b:+.{digits}f}]".replace("-", "−")
+    if a > 0 or b < 0:
+        text = f"**{text}**" + ("" if (d > 0) == higher_better else " (worse)")
+    return text
+
+
 def coordinates(hv: list[dict[str, str]]) -> list[str]:
     """The forgetting coordinates of ``hypervolume.csv``, in file order (``forget_nll`` for old files)."""
     return list(dict.fromkeys(row.get("forgetting") or "forget_nll" for row in hv))
@@ -76,29 +92,55 @@ def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str, coordinate
     return cell(mean, interval.lo, interval.hi, True)
 
 
-def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) -> str:
-    """Table 1 of the module docstring."""
+def dual_pairs(paired: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(update rule, dual's label, the other aggregator's label) for every aggregator with dual's
+    losses under each update rule that has a dual row, in the file's order."""
     rows = [r for r in paired if r["reference"] != "original"]
     duals = {parse_label(r["reference"]).update_rule: r["reference"] for r in rows
              if parse_label(r["reference"]).aggregator_name == DUAL}
+    out = []
+    for rule, dual in duals.items():
+        for other in dict.fromkeys(r["method"] for r in rows if r["reference"] == dual
+                                   and parse_label(r["method"]).losses == parse_label(dual).losses
+                                   and parse_label(r["method"]).update_rule == rule):
+            out.append((rule, dual, other))
+    return out
+
+
+def differences(paired: list[dict[str, str]], dual: str, other: str) -> dict[str, dict[str, str]]:
+    """metric -> the stored row ``other − dual`` (finite values only)."""
+    return {r["metric"]: r for r in paired if r["reference"] == dual and r["method"] == other
+            and r["difference"] not in ("", "nan")}
+
+
+def comparisons_table(paired: list[dict[str, str]], hv: list[dict[str, str]]) -> str:
+    """Table 1 of the module docstring."""
     volumes = coordinates(hv)
     head = ["update rule", "dual − …", *(AXES[k][0] for k in AXES), *(f"hypervolume ({c}) ↑" for c in volumes), "seeds"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rule, dual in duals.items():
-        losses = parse_label(dual).losses
-        others = list(dict.fromkeys(r["method"] for r in rows if r["reference"] == dual
-                                    and parse_label(r["method"]).losses == losses
-                                    and parse_label(r["method"]).update_rule == rule))
-        for other in others:
-            found = {r["metric"]: r for r in rows if r["reference"] == dual and r["method"] == other}
-            cells = []
-            for metric, (_, higher) in AXES.items():
-                r = found.get(metric)  # stored as other − dual: flip to dual − other
-                ok = r and r["difference"] not in ("", "nan")
-                cells.append(cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), higher, -1.0) if ok else "n/a")
-            seeds = next((f"{r['seeds_reference']}" for r in found.values()), "")
-            out.append(f"| {rule.strip('[]') or 'adamw'} | {parse_label(other).aggregator_name} | " + " | ".join(cells)
-                       + "".join(f" | {hypervolume_cell(hv, dual, other, c)}" for c in volumes) + f" | {seeds} |")
+    for rule, dual, other in dual_pairs(paired):
+        found = differences(paired, dual, other)
+        cells = [cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), higher, -1.0)  # flipped: dual − other
+                 if (r := found.get(metric)) else "n/a" for metric, (_, higher) in AXES.items()]
+        seeds = next((f"{r['seeds_reference']}" for r in found.values()), "")
+        out.append(f"| {rule.strip('[]') or 'adamw'} | {parse_label(other).aggregator_name} | " + " | ".join(cells)
+                   + "".join(f" | {hypervolume_cell(hv, dual, other, c)}" for c in volumes) + f" | {seeds} |")
+    return "\n".join(out)
+
+
+def readme_table(paired: list[dict[str, str]]) -> str:
+    """Table 1 in README's form (module docstring)."""
+    heads = {"preference_margin": "margin, nats/token", "harmful_rate": "harmful rate",
+             "utility_loss": "utility loss", "fluency_ppl": "fluency PPL"}
+    out = ["| update rule | dual − | " + " | ".join(heads.values()) + " |", "|---|---|" + "---|" * len(heads)]
+    for rule, dual, other in dual_pairs(paired):
+        found = differences(paired, dual, other)
+        cells = [readme_cell(float(r["difference"]), float(r["lo"]), float(r["hi"]), AXES[metric][1],
+                             2 if metric == "fluency_ppl" else 3) if (r := found.get(metric)) else "n/a"
+                 for metric in heads]
+        rule_name, aggregator = rule.strip("[]") or "adamw", parse_label(other).aggregator_name
+        out.append(f"| {DISPLAY.get(rule_name, rule_name)} | {DISPLAY.get(aggregator, aggregator)} | "
+                   + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -137,6 +179,7 @@ def pairing_gain(paired: list[dict[str, str]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="a results folder, e.g. docs/results/paper_embedded")
+    p.add_argument("--readme", action="store_true", help="print table 1 as README shows it, and nothing else")
     args = p.parse_args(argv)
     try:
         paired = read_csv(args.folder / "paired_differences.csv")
@@ -146,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.filename} is missing: run python -m unlearn.results <sweep dir> --out <folder> first",
               file=sys.stderr)
         return 2
+    if args.readme:
+        print(readme_table(paired))
+        return 0
     print(comparisons_table(paired, hv))
     print()
     print(fluency_table(paired, runs))

@@ -61,6 +61,11 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
     assert "| uce+dual | +3.00 [+1.00, +5.00]* | 4.00–9.50 | 2 |" in out
     assert "+9.000" not in out and "-9.000" not in out
     assert "median 3.00 (range 3.00–3.00) over 1 comparisons" in out  # 0.3 unpaired over 0.1 paired
+    assert headline.main([str(tmp_path), "--readme"]) == 0
+    readme = capsys.readouterr().out.splitlines()
+    assert readme[0] == "| update rule | dual − | margin, nats/token | harmful rate | utility loss | fluency PPL |"
+    assert readme[2] == ("| AdamW | MGDA | **+0.020 [+0.010, +0.030]** | n/a | **+0.500 [+0.400, +0.600]** (worse) | n/a |")
+    assert readme[3] == "| SGD | weighted sum | n/a | −0.010 [−0.040, +0.020] | n/a | n/a |"
 
 
 def test_headline_names_the_missing_file(tmp_path: Path, capsys) -> None:
