@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,10 +87,7 @@ def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str, coordinate
             by.setdefault(row["method"], {})[row["seed"]] = float(row["hypervolume"])
     seeds = sorted(set(by.get(dual, {})) & set(by.get(other, {})))
     interval = t_interval([by[dual][s] - by[other][s] for s in seeds], LEVEL)
-    if interval is None:
-        return "n/a"
-    mean = sum(by[dual][s] - by[other][s] for s in seeds) / len(seeds)
-    return cell(mean, interval.lo, interval.hi, True)
+    return "n/a" if interval is None else cell(interval.estimate, interval.lo, interval.hi, True)
 
 
 def dual_pairs(paired: list[dict[str, str]]) -> list[tuple[str, str, str]]:
@@ -170,9 +168,8 @@ def pairing_gain(paired: list[dict[str, str]]) -> str:
             ratios.append(float(r["unpaired_half_width"]) / half)
     if not ratios:
         return "pairing: no comparison has both half-widths"
-    ratios.sort()
-    median = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
-    return (f"pairing: unpaired / paired half-width median {median:.2f} (range {ratios[0]:.2f}–{ratios[-1]:.2f}) "
+    return (f"pairing: unpaired / paired half-width median {statistics.median(ratios):.2f} "
+            f"(range {min(ratios):.2f}–{max(ratios):.2f}) "
             f"over {len(ratios)} comparisons")
 
 

@@ -55,10 +55,9 @@ def compare(rows: list[dict[str, str]], a: str, b: str, last: int) -> list[str]:
             continue
         diffs = [ma[objective][s] - mb[objective][s] for s in seeds]
         interval = t_interval(diffs, LEVEL)
-        mean = math.fsum(diffs) / len(diffs)
-        text = "n/a" if interval is None else f"{mean:+.3f} [{interval.lo:+.3f}, {interval.hi:+.3f}]"
+        text = "n/a" if interval is None else f"{interval.estimate:+.3f} [{interval.lo:+.3f}, {interval.hi:+.3f}]"
         if interval is not None and (interval.lo > 0 or interval.hi < 0):
-            text += "* " + ("a lower" if mean < 0 else "a higher")
+            text += "* " + ("a lower" if interval.estimate < 0 else "a higher")
         avg = [math.fsum(m[objective][s] for s in seeds) / len(seeds) for m in (ma, mb)]
         lines.append(f"| {objective} | {avg[0]:.3f} | {avg[1]:.3f} | {text} | {len(seeds)} |")
     return lines
