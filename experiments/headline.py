@@ -3,13 +3,13 @@
     python experiments/headline.py docs/results/paper_embedded
 
 Reads the folder that ``python -m unlearn.results`` wrote (``paired_differences.csv``,
-``hypervolume.csv``, ``runs.csv``) and prints two Markdown tables:
+``hypervolume_paired.csv``, ``runs.csv``) and prints two Markdown tables:
 
 1. per update rule (AdamW, ``[sgd]``, ``[metric_adam,…]``) and per other aggregator, dual minus it
    on each axis: the judge-free margin ℓ(safe) − ℓ(unsafe) on the held-out pairs (forgetting that
    separates safe from unsafe), the harmful rate (judge), the utility loss (held-out TruthfulQA
    NLL per token), fluency perplexity, and the loss-space hypervolume of each forgetting
-   coordinate ``hypervolume.csv`` holds (held-out margin, forget NLL); paired by (seed, prompt), or
+   coordinate ``hypervolume_paired.csv`` holds (held-out margin, forget NLL); paired by (seed, prompt), or
    by seed for the hypervolumes, 95 %, ``*`` when the interval excludes 0, then ``dual better`` or
    ``dual worse`` by each axis's direction;
 2. per method, fluency perplexity against the original's: the mean difference with its paired
@@ -21,8 +21,7 @@ and range over every method-vs-method comparison that has both.
 ``--readme`` prints table 1 as README shows it instead: the four axes, Unicode minus signs, a
 resolved difference in bold and marked ``(worse)`` when dual is worse.
 
-Nothing is recomputed from runs: the intervals are the results module's (the hypervolume's: t over
-the seeds both methods ran, as in ``hypervolume.md``).
+Nothing is recomputed: every interval is the results module's, read from its files.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearn.identity import parse_label
-from unlearn.results.intervals import LEVEL, t_interval
 
 AXES = {  # metric -> (column title, higher is better)
     "preference_margin": ("margin (nats/token) ↑", True),
@@ -54,7 +52,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: float = 1.0) -> str:
     """``dual − other`` as ``+0.012 [−0.003, +0.027]``, starred and read when resolved."""
-    d, a, b = (sign * x for x in (difference, lo, hi))
+    d, a, b = (sign * x + 0.0 for x in (difference, lo, hi))  # + 0.0: no "-0.000"
     a, b = min(a, b), max(a, b)
     text = f"{d:+.3f} [{a:+.3f}, {b:+.3f}]"
     if a > 0 or b < 0:
@@ -76,18 +74,17 @@ def readme_cell(difference: float, lo: float, hi: float, higher_better: bool, di
 
 
 def coordinates(hv: list[dict[str, str]]) -> list[str]:
-    """The forgetting coordinates of ``hypervolume.csv``, in file order (``forget_nll`` for old files)."""
-    return list(dict.fromkeys(row.get("forgetting") or "forget_nll" for row in hv))
+    """The forgetting coordinates of ``hypervolume_paired.csv``, in file order."""
+    return list(dict.fromkeys(row["forgetting"] for row in hv))
 
 
 def hypervolume_cell(hv: list[dict[str, str]], dual: str, other: str, coordinate: str) -> str:
-    by = {}
+    """dual − other in hypervolume, from the stored pair (either order), paired by seed."""
     for row in hv:
-        if row["seed"] not in ("", "all") and (row.get("forgetting") or "forget_nll") == coordinate:
-            by.setdefault(row["method"], {})[row["seed"]] = float(row["hypervolume"])
-    seeds = sorted(set(by.get(dual, {})) & set(by.get(other, {})))
-    interval = t_interval([by[dual][s] - by[other][s] for s in seeds], LEVEL)
-    return "n/a" if interval is None else cell(interval.estimate, interval.lo, interval.hi, True)
+        if row["forgetting"] == coordinate and {row["a"], row["b"]} == {dual, other} and row["lo"]:
+            sign = 1.0 if row["a"] == dual else -1.0
+            return cell(float(row["difference"]), float(row["lo"]), float(row["hi"]), True, sign)
+    return "n/a"
 
 
 def dual_pairs(paired: list[dict[str, str]]) -> list[tuple[str, str, str]]:
@@ -180,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         paired = read_csv(args.folder / "paired_differences.csv")
-        hv = read_csv(args.folder / "hypervolume.csv")
+        hv = read_csv(args.folder / "hypervolume_paired.csv")
         runs = read_csv(args.folder / "runs.csv")
     except FileNotFoundError as exc:
         print(f"error: {exc.filename} is missing: run python -m unlearn.results <sweep dir> --out <folder> first",

@@ -41,11 +41,11 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
         _pair("original", "uce+dual", "fluency_ppl", 3.0, 1.0, 5.0),
     ]
     _write(tmp_path / "paired_differences.csv", paired)
-    hv = [{"method": m, "seed": s, "hypervolume": v, "forgetting": "forget_nll"} for m, vals in
-          {"uce+dual": [1.0, 1.2, 1.1], "uce+mgda": [0.5, 0.6, 0.7]}.items() for s, v in enumerate(vals)]
-    hv += [{"method": "uce+dual", "seed": "all", "hypervolume": 99.0, "forgetting": "forget_nll"}]  # not a seed
-    hv = [{**r, "forgetting": "margin", "hypervolume": 0.0} for r in hv] + hv  # margin volumes, all 0
-    _write(tmp_path / "hypervolume.csv", hv)
+    hv = [{"forgetting": f, "a": "uce+mgda", "b": "uce+dual", "difference": d, "lo": lo, "hi": hi}  # stored mgda − dual
+          for f, d, lo, hi in (("margin", 0.0, 0.0, 0.0), ("forget_nll", -0.5, -0.9, -0.1))]
+    hv += [{"forgetting": "forget_nll", "a": "uce+dual[sgd]", "b": "uce+weighted_sum[sgd]", "difference": 7.0,
+            "lo": "", "hi": ""}]  # fewer than 2 common seeds: no interval
+    _write(tmp_path / "hypervolume_paired.csv", hv)
     runs = [{"method": "uce+dual", "status": "completed", "after/fluency_ppl": v} for v in (4.0, 9.5)]
     _write(tmp_path / "runs.csv", [*runs, {"method": "uce+dual", "status": "failed", "after/fluency_ppl": 99.0}])
     assert headline.main([str(tmp_path)]) == 0
@@ -55,9 +55,10 @@ def test_headline_reads_dual_minus_each_aggregator_per_update_rule(tmp_path: Pat
     assert "+0.500 [+0.400, +0.600]* dual worse" in mgda         # utility loss: lower is better
     assert "hypervolume (margin) ↑ | hypervolume (forget_nll) ↑" in out
     assert "+0.000 [+0.000, +0.000] |" in mgda.split("|")[-4] + "|"                      # margin volumes
-    assert "+0.500 [" in mgda.split("|")[-3] and "dual better" in mgda.split("|")[-3]  # forget NLL, by seed
+    assert "+0.500 [+0.100, +0.900]* dual better" in mgda.split("|")[-3]  # forget NLL, turned to dual − mgda
     sgd = next(line for line in out.splitlines() if line.startswith("| sgd | weighted_sum |"))
     assert "-0.010 [-0.040, +0.020] |" in sgd and "*" not in sgd  # not resolved: no reading
+    assert sgd.split("|")[-3].strip() == "n/a" and "7.0" not in sgd
     assert "| uce+dual | +3.00 [+1.00, +5.00]* | 4.00–9.50 | 2 |" in out
     assert "+9.000" not in out and "-9.000" not in out
     assert "median 3.00 (range 3.00–3.00) over 1 comparisons" in out  # 0.3 unpaired over 0.1 paired

@@ -653,6 +653,11 @@ def test_hypervolume_of_a_dominating_curve_is_larger(planted: Path, tmp_path: Pa
     diffs = [hv["uce+mgda"][k] - hv["uce+dual"][k] for k in range(3)]
     assert dual_vs_mgda.interval.estimate == pytest.approx(np.mean(diffs))
     assert "#### Paired by seed, within each update rule" in md and "| uce+mgda − uce+dual | adamw | 3 |" in md
+    stored = {(r["a"], r["b"]): r for r in csv.DictReader(files["hypervolume_paired_csv"].open())}
+    assert set(stored) == set(pairs) and stored[("uce+mgda", "uce+dual")]["resolved"] == "True"
+    assert float(stored[("uce+mgda", "uce+dual")]["hi"]) == pytest.approx(dual_vs_mgda.interval.hi)
+    assert float(stored[("uce+mgda", "uce+dual")]["half_width_unpaired"]) == pytest.approx(
+        dual_vs_mgda.unpaired_half_width)
     assert parse_label("uce+dual[sgd]").update_rule == "[sgd]"
     assert parse_label("ga+weighted_sum(weights=0.5,1,1)").update_rule == ""
 

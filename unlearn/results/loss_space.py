@@ -260,6 +260,22 @@ def to_csv(table: Table, space: LossSpace, header: bool = True) -> str:
     return out.getvalue()
 
 
+def paired_to_csv(table: Table, space: LossSpace, header: bool = True) -> str:
+    """One row per :func:`paired_hypervolumes` pair: ``a − b`` on their common seeds, its t-interval and
+    the paired and unpaired (Welch) half-widths; empty interval cells with fewer than 2 common seeds."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(["experiment", "forgetting", "a", "b", "update", "seeds", "difference", "lo", "hi",
+                         "half_width_paired", "half_width_unpaired", "resolved"])
+    for p in paired_hypervolumes(space) if space.reference is not None else []:
+        i = p.interval
+        cells = ["", "", "", ""] if i is None else [repr(i.estimate), repr(i.lo), repr(i.hi), repr((i.hi - i.lo) / 2)]
+        writer.writerow([table.experiment, space.forgetting, p.a, p.b, p.update, len(p.seeds), *cells,
+                         repr(p.unpaired_half_width), p.resolved])
+    return out.getvalue()
+
+
 def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
     """The forgetting coordinate (x, →) against KL and against retain NLL, one thin line per seed, the last
     point marked; the dashed lines are the reference point."""
@@ -291,21 +307,25 @@ def loss_space_plot(table: Table, space: LossSpace, path: Path) -> Path | None:
 
 
 def write_loss_space(table: Table, out_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """``hypervolume.md``, ``hypervolume.csv`` (for the margin, then the forget NLL, when the margin
-    is the default coordinate) and (``plots``) ``loss_space.png`` (the default coordinate)."""
+    """``hypervolume.md``, ``hypervolume.csv``, ``hypervolume_paired.csv`` (for the margin, then the
+    forget NLL, when the margin is the default coordinate) and (``plots``) ``loss_space.png`` (the
+    default coordinate)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space = loss_space(table)
     spaces = [space, loss_space(table, "forget_nll")] if space.forgetting == "margin" else [space]
-    files = {"hypervolume_md": out_dir / "hypervolume.md", "hypervolume_csv": out_dir / "hypervolume.csv"}
+    files = {"hypervolume_md": out_dir / "hypervolume.md", "hypervolume_csv": out_dir / "hypervolume.csv",
+             "hypervolume_paired_csv": out_dir / "hypervolume_paired.csv"}
     files["hypervolume_md"].write_text("\n".join(to_markdown(table, s) for s in spaces), encoding="utf-8")
     files["hypervolume_csv"].write_text("".join(to_csv(table, s, header=k == 0) for k, s in enumerate(spaces)),
                                         encoding="utf-8")
+    files["hypervolume_paired_csv"].write_text(
+        "".join(paired_to_csv(table, s, header=k == 0) for k, s in enumerate(spaces)), encoding="utf-8")
     if plots and (path := loss_space_plot(table, space, out_dir / "loss_space.png")) is not None:
         files["loss_space"] = path
     return files
 
 
 __all__ = ["AXES", "Curve", "LossSpace", "PairedHypervolume", "experiment_curves", "loss_space", "loss_space_plot",
-           "paired_hypervolumes", "reference_point", "run_curve", "to_csv", "to_markdown",
+           "paired_hypervolumes", "paired_to_csv", "reference_point", "run_curve", "to_csv", "to_markdown",
            "write_loss_space"]
