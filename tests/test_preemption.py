@@ -174,6 +174,10 @@ def test_sigterm_then_sigkill_in_evaluation_then_resume_equals_uninterrupted(dat
     assert re.search(r"resuming from \S*step-000005 \(step 5\)", log)  # nothing left to train
     finish(reference)
     assert_same_run(ref_dir, run_dir, files=("generations.jsonl",))
+    # the wall time counts the earlier sessions' training, as train_time_s does: no part exceeds the whole
+    got = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < got["resumed_train_time_s"] <= got["train_time_s"]
+    assert got["wall_time_s"] >= got["train_time_s"] + got["eval/after/time_s"]
     assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
     # W&B: the three sessions wrote to one offline run, whose id is kept in the run dir
     state = json.loads((run_dir / "wandb-run.json").read_text())
