@@ -227,26 +227,3 @@ def test_disabled_stage_is_a_no_op(make_config) -> None:
     cfg = make_config(*TINY)  # TINY turns the evaluation off
     st = stage_mod.EvaluationStage(cfg, None, None, None, None)
     assert st.before(None) == {} and st.after(None, None) == {} and st.periodic(None, None, None) is None
-
-
-def test_likelihood_metrics_generate_no_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Utility, FreshQA and lm-eval read only the model: an evaluation of them (and the preference
-    margin) never decodes, so they can be periodic curve metrics."""
-    from unlearn.evaluation.metrics import build_metrics
-    from unlearn.models.embedded import load_embedded_tokenizer
-
-    metrics = build_metrics(["utility", "freshqa", "lm_eval", "preference"])
-    assert [m.needs_answers for m in metrics] == [False] * 4
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("generated answers for likelihood-only metrics")
-
-    monkeypatch.setattr(stage_mod, "generate_answers", no_decoding)
-    tok = load_embedded_tokenizer()
-    lm = UniformLM(len(tok))
-    out, records, files = stage_mod.evaluate_model(
-        lm, tok, ["p0"], [("Q?", "An answer.")], KeywordJudge(), OfflineScorer(progress_bar=False),
-        stage_mod.self_reference(lm, tok, "uniform"), template="plain", max_new_tokens=6, progress_bar=False,
-        preference_pairs=PAIRS, metrics=build_metrics(["utility", "preference"]))
-    assert records == [] and "n_prompts" not in out
-    assert out["utility_loss"] == pytest.approx(math.log(len(tok)), rel=1e-5) and len(files["utility"]) == 1

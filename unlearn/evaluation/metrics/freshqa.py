@@ -16,7 +16,6 @@ from unlearn.evaluation.metrics.columns import Column
 
 class FreshQAUtility(Metric):
     name = "freshqa"
-    needs_answers = False  # reads the model, not the generated answers
     columns = (Column("freshqa_loss", "FreshQA loss (nats/token)", "lower", 3, examples="freshqa"),)
 
     def __init__(self, n_questions: int | None = 150, split: str = "TEST", path: str | None = None) -> None:

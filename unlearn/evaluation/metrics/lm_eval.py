@@ -23,7 +23,6 @@ from unlearn.evaluation.metrics.columns import Column
 
 class LmEvalTasks(Metric):
     name = "lm_eval"
-    needs_answers = False  # reads the model, not the generated answers
 
     def __init__(self, tasks: Sequence[str] = ("mmlu_dev_offline",), metric: str = "acc",
                  include_path: str | None = None, limit: int | None = None, num_fewshot: int | None = None,

@@ -17,7 +17,6 @@ from unlearn.evaluation.metrics.columns import Column
 
 class Utility(Metric):
     name = "utility"
-    needs_answers = False  # reads the model, not the generated answers
     columns = (Column("utility_ppl", "Utility (PPL)", "lower", 2, tradeoff="cost"),
                Column("utility_loss", "Utility loss (nats/token)", "lower", 3, display=False))
 
