@@ -22,7 +22,7 @@ from unlearn.experiment import run_experiment
 from unlearn.training.trainer import UnlearningTrainer
 
 # Keys that measure time or memory: the only ones allowed to differ after a resume.
-VOLATILE = {"wall_time_s", "train_time_s", "peak_rss_bytes", "peak_cuda_bytes"}
+VOLATILE = {"wall_time_s", "train_time_s", "resumed_train_time_s", "peak_rss_bytes", "peak_cuda_bytes"}
 
 # The evaluation stage (conf/eval) is not what these tests measure: keep the runs to training.
 NO_EVAL = ["eval.enabled=false"]  # the evaluation stage has its own tests
