@@ -51,6 +51,26 @@ def test_label_uses_hydra_choices_and_search_path(tmp_path) -> None:
     assert method_label(container) == "hinge+dual"  # no option file found: the class name
 
 
+def test_label_survives_a_deleted_checkout(tmp_path) -> None:
+    """A run records its checkout's conf/ as an absolute path; built after that checkout is gone
+    (a removed git worktree, another machine), the label still comes from the suite's options."""
+    from hydra import compose, initialize_config_dir
+
+    from unlearn.identity import hydra_label_context
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["loss=ga", "aggregator=weighted_sum", "optimizer=sgd"],
+                      return_hydra_config=True)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    hydra = container.pop("hydra")
+    for source in hydra["runtime"]["config_sources"]:
+        if source.get("schema") == "file":
+            source["path"] = str(tmp_path / "deleted_checkout" / "conf")
+    context = hydra_label_context(hydra)
+    assert context[1] == [str(tmp_path / "deleted_checkout" / "conf")]
+    assert method_label(container, *context) == "ga+weighted_sum[sgd]"
+
+
 def test_label_of_an_old_run_without_the_new_keys() -> None:
     old = {"loss": {"_target_": "unlearn.losses.UCE"}, "aggregator": {"_target_": "unlearn.aggregators.MGDA"},
            "trainer": {"optimizer": {"_target_": "torch.optim.AdamW", "lr": 5e-5}}}

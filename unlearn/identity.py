@@ -136,8 +136,9 @@ def method_label(config: Mapping[str, Any], choices: Mapping[str, Any] | None = 
                  search_path: Sequence[str | Path] | None = None) -> str:
     """The method's label, e.g. ``uce+dual`` or ``ga+weighted_sum(weights=0.5,1,1)[sgd]`` (module
     docstring). ``choices``: Hydra's ``hydra.runtime.choices`` of the run; ``search_path``: the
-    folders holding the config groups (default: the suite's ``conf/``)."""
-    path = tuple(search_path) if search_path else (CONF_DIR,)
+    folders holding the config groups, then the suite's ``conf/`` (a run records the absolute path
+    of the checkout that ran it, which may be gone when its results are built)."""
+    path = tuple(dict.fromkeys((*(search_path or ()), CONF_DIR)))
     chosen = dict(choices or {})
     labels = {role: component_label(role, config, chosen.get(COMPONENTS[role][0]), path) for role in COMPONENTS}
     loss = labels["loss"] or "?"
