@@ -216,7 +216,7 @@ def to_markdown(table: Table, space: LossSpace) -> str:
     short = FORGETTING[space.forgetting][1]
     out.write(f"\nPoints from {SOURCES[space.source]}; coordinates (−{short}, KL, retain NLL), all minimised, "
               f"the forgetting coordinate being the {FORGETTING[space.forgetting][0]}; "
-              f"{reference_text(space)}. Interval: t over seeds (wide with 3 seeds: t₀.₉₇₅,₂ = 4.30). The "
+              f"{reference_text(space)}. Interval: t over seeds (t₀.₉₇₅ with n − 1 degrees of freedom: 4.30 at 3 seeds, 2.78 at 5). The "
               f"forgetting axis is unbounded, so a run that drives the {short} far up gains volume even at "
               "high drift: read it with loss_space.png.\n")
     pairs = paired_hypervolumes(space)
