@@ -50,10 +50,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def oriented(difference: float, lo: float, hi: float, sign: float) -> tuple[float, float, float]:
+    """``sign`` × (difference, interval), the interval's ends in order (+ 0.0: no "-0.000")."""
+    d, a, b = (sign * x + 0.0 for x in (difference, lo, hi))
+    return d, min(a, b), max(a, b)
+
+
 def cell(difference: float, lo: float, hi: float, higher_better: bool, sign: float = 1.0) -> str:
     """``dual − other`` as ``+0.012 [−0.003, +0.027]``, starred and read when resolved."""
-    d, a, b = (sign * x + 0.0 for x in (difference, lo, hi))  # + 0.0: no "-0.000"
-    a, b = min(a, b), max(a, b)
+    d, a, b = oriented(difference, lo, hi, sign)
     text = f"{d:+.3f} [{a:+.3f}, {b:+.3f}]"
     if a > 0 or b < 0:
         text += "* " + ("dual better" if (d > 0) == higher_better else "dual worse")
@@ -66,7 +71,7 @@ DISPLAY = {"adamw": "AdamW", "sgd": "SGD", "metric_adam,preconditioned": "Metric
 
 def readme_cell(difference: float, lo: float, hi: float, higher_better: bool, digits: int) -> str:
     """``dual − other`` (from a stored ``other − dual``) as README writes it."""
-    d, a, b = -difference, -hi, -lo
+    d, a, b = oriented(difference, lo, hi, -1.0)
     text = f"{d:+.{digits}f} [{a:+.{digits}f}, {b:+.{digits}f}]".replace("-", "−")
     if a > 0 or b < 0:
         text = f"**{text}**" + ("" if (d > 0) == higher_better else " (worse)")

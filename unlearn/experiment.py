@@ -236,7 +236,6 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
     summary: dict[str, Any] = {"status": "running", "method": run_label(cfg), "seed": cfg.seed,
                                **distributed.summary_fields(ranks)}
     t0 = time.perf_counter()
-    resumed_train_s = 0.0  # training time of earlier sessions of this run, restored from its checkpoint
     tracker = None
     # Before the try: refusing to reuse a folder must not overwrite that folder's summary.json.
     # a run stopped by a signal (status: preempted) continues when its command is rerun
@@ -345,7 +344,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
         )
         if restored is not None:
             trainer.load_state_dict(restored.state["trainer"])
-            resumed_train_s = summary["resumed_train_time_s"] = trainer.elapsed_before
+            summary["resumed_train_time_s"] = trainer.elapsed_before  # earlier sessions' training
             restore_rng_state(restored.rng)  # last, so nothing consumes random numbers after it
         result = trainer.train()
         trainer.stop_if_requested()  # a signal during the last step: stop before saving and evaluating
@@ -379,7 +378,7 @@ def _run(cfg: DictConfig, own_run_dir: Path, ranks: Ranks, stop: StopRequest | N
         raise
     finally:
         # train_time_s counts the earlier sessions' training too, so the wall time does as well
-        summary["wall_time_s"] = resumed_train_s + time.perf_counter() - t0
+        summary["wall_time_s"] = summary.get("resumed_train_time_s", 0.0) + time.perf_counter() - t0
         summary.update(peak_memory_bytes())
         try:
             if main:

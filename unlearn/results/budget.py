@@ -12,8 +12,8 @@ Per completed run, in seconds (``summary.json`` and ``metrics.jsonl``):
     start-up, saving           = run − training − evaluation (imports, model load, saved weights)
 
 Each part as the mean, median, minimum and maximum over runs (the median resists a run that was
-paused or shared its cores), the sum over runs and its share of the summed run time. The evaluation of the original model is cached across runs (``eval/before``)
-and not counted. ``elapsed`` is the span from the first run's start (its ``summary.json`` time
+paused or shared its cores), the sum over runs and its share of the summed run time. The
+evaluation of the original model is cached across runs (``eval/before``) and not counted. ``elapsed`` is the span from the first run's start (its ``summary.json`` time
 minus its run time) to the last run's end: the sweep's wall clock when it ran without a pause.
 """
 

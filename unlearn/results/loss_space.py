@@ -171,6 +171,11 @@ class PairedHypervolume:
     def resolved(self) -> bool:
         return self.interval is not None and (self.interval.lo > 0 or self.interval.hi < 0)
 
+    @property
+    def half_width(self) -> float:
+        """Half the paired interval's width (NaN without an interval)."""
+        return math.nan if self.interval is None else (self.interval.hi - self.interval.lo) / 2
+
 
 def paired_hypervolumes(space: LossSpace) -> list[PairedHypervolume]:
     """Every pair of methods with the same update rule, in the grid's order, on their common seeds."""
@@ -216,7 +221,8 @@ def to_markdown(table: Table, space: LossSpace) -> str:
     short = FORGETTING[space.forgetting][1]
     out.write(f"\nPoints from {SOURCES[space.source]}; coordinates (−{short}, KL, retain NLL), all minimised, "
               f"the forgetting coordinate being the {FORGETTING[space.forgetting][0]}; "
-              f"{reference_text(space)}. Interval: t over seeds (t₀.₉₇₅ with n − 1 degrees of freedom: 4.30 at 3 seeds, 2.78 at 5). The "
+              f"{reference_text(space)}. Interval: t over seeds (t₀.₉₇₅ with n − 1 degrees of freedom: "
+              "4.30 at 3 seeds, 2.78 at 5). The "
               f"forgetting axis is unbounded, so a run that drives the {short} far up gains volume even at "
               "high drift: read it with loss_space.png.\n")
     pairs = paired_hypervolumes(space)
@@ -227,9 +233,8 @@ def to_markdown(table: Table, space: LossSpace) -> str:
             if p.interval is None:
                 out.write(f"| {p.a} − {p.b} | {p.update} | {len(p.seeds)} | fewer than 2 common seeds | | no |\n")
                 continue
-            half = (p.interval.hi - p.interval.lo) / 2
             out.write(f"| {p.a} − {p.b} | {p.update} | {len(p.seeds)} | {p.interval.estimate:+.4g} "
-                      f"[{p.interval.lo:+.4g}, {p.interval.hi:+.4g}] | {half:.3g} / {p.unpaired_half_width:.3g} | "
+                      f"[{p.interval.lo:+.4g}, {p.interval.hi:+.4g}] | {p.half_width:.3g} / {p.unpaired_half_width:.3g} | "
                       f"{'**yes**' if p.resolved else 'no'} |\n")
         out.write("\nD_s = HV_a(s) − HV_b(s) on the seeds both ran, t over seeds; unpaired: Welch over each "
                   "method's seeds. A pair resolves when its interval excludes 0.\n")
@@ -268,9 +273,9 @@ def paired_to_csv(table: Table, space: LossSpace, header: bool = True) -> str:
     if header:
         writer.writerow(["experiment", "forgetting", "a", "b", "update", "seeds", "difference", "lo", "hi",
                          "half_width_paired", "half_width_unpaired", "resolved"])
-    for p in paired_hypervolumes(space) if space.reference is not None else []:
+    for p in paired_hypervolumes(space):
         i = p.interval
-        cells = ["", "", "", ""] if i is None else [repr(i.estimate), repr(i.lo), repr(i.hi), repr((i.hi - i.lo) / 2)]
+        cells = ["", "", "", ""] if i is None else [repr(i.estimate), repr(i.lo), repr(i.hi), repr(p.half_width)]
         writer.writerow([table.experiment, space.forgetting, p.a, p.b, p.update, len(p.seeds), *cells,
                          repr(p.unpaired_half_width), p.resolved])
     return out.getvalue()
